@@ -1,0 +1,97 @@
+"""``tact run``: ticks driven by APScheduler 3, campaign hot reload, graceful SIGTERM.
+
+Touchpoints live in our tables, never in APScheduler's job store: the scheduler holds two
+in-memory interval jobs (tick, reload) and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import UTC, datetime
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from scheduler.engine import Engine
+
+log = structlog.get_logger("tact.daemon")
+
+RELOAD_INTERVAL_SECONDS = 2.0
+
+
+class Daemon:
+    """Runs an engine until told to stop, then drains: no new claims, in-flight batch committed."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.draining = False
+        self._tick_lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+
+    async def tick(self) -> None:
+        """One daemon tick (skipped while draining or when the previous one still runs)."""
+        if self.draining or self._tick_lock.locked():
+            return
+        async with self._tick_lock:
+            try:
+                await self.engine.atick(
+                    collect=False,
+                    max_batches=self.engine.settings.engine.max_batches_per_tick,
+                    should_stop=lambda: self.draining,
+                )
+            except Exception:
+                log.exception("tick_failed")
+
+    async def reload(self) -> None:
+        """Reload campaigns when a file under the campaigns directory changed."""
+        if self.draining or not self.engine.catalog.changed():
+            return
+        try:
+            await asyncio.to_thread(self.engine.reload_campaigns)
+        except Exception:
+            log.exception("reload_failed")
+
+    def request_stop(self, reason: str) -> None:
+        """Begin draining (signal handlers call this)."""
+        if not self.draining:
+            log.info("draining", reason=reason)
+        self.draining = True
+        self._stop.set()
+
+    async def serve(self) -> None:
+        """Run until SIGTERM or SIGINT; return after the drain."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
+        self.engine.offload_db = True
+        interval = self.engine.settings.engine.tick_interval.total_seconds()
+        scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
+        scheduler.add_job(
+            self.tick, "interval", seconds=interval, id="tick", max_instances=1,
+            coalesce=True, next_run_time=datetime.now(UTC),
+        )  # fmt: skip
+        scheduler.add_job(
+            self.reload, "interval", seconds=RELOAD_INTERVAL_SECONDS, id="reload",
+            max_instances=1, coalesce=True,
+        )  # fmt: skip
+        scheduler.start()
+        log.info(
+            "daemon_started",
+            database=self.engine.settings.database.url.split("@")[-1],
+            campaigns=sorted(self.engine.catalog.campaigns),
+            channels=self.engine.adapter_names,
+            tick_interval=interval,
+        )
+        await self._stop.wait()
+        scheduler.shutdown(wait=False)
+        async with self._tick_lock:  # waits for an in-flight tick to commit
+            pass
+        await self.engine.aclose()
+        self.engine.store.close()
+        log.info("daemon_stopped")
+
+
+def run_daemon(engine: Engine) -> None:
+    """Run the daemon in this process until it is stopped."""
+    asyncio.run(Daemon(engine).serve())

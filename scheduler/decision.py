@@ -1,0 +1,277 @@
+"""The decision for one touchpoint: gates in order, then value. Pure: no I/O, no clock.
+
+Order (the first that applies wins, SPEC section 7): permission (consent, complaint,
+suppression) → journey (exit, skip_if) → expiry → open request → send window / quiet hours →
+safety caps → transactional / ``always`` bypass → holdout → value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from scheduler.attention import AttentionState, decayed, engagement_rate, relevance
+from scheduler.campaign import Campaign, Step
+from scheduler.config import Settings
+from scheduler.windows import (
+    CapRule,
+    QuietHours,
+    WeeklyWindow,
+    cap_clear_time,
+    cap_gate,
+    next_allowed,
+    next_window_opening,
+    window_gate,
+    zone,
+)
+
+DecisionKind = Literal["sent", "deferred", "dropped", "failed", "retrying"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientView:
+    """What the decision needs to know about the recipient."""
+
+    id: str
+    timezone: str | None
+    value: float
+    consent: Mapping[str, str]
+    suppressed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Numbers:
+    """The model's numbers at decision time, as logged."""
+
+    asset: float | None = None
+    expectation: float | None = None
+    fatigue: float | None = None
+    engagement_p: float | None = None
+    relevance: float | None = None
+    value: float | None = None
+    net_value: float | None = None
+    threshold: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with a touchpoint now, and why."""
+
+    decision: Literal["send", "defer", "drop"]
+    reason: str
+    deferred_until: datetime | None = None
+    numbers: Numbers = Numbers()
+    propensity: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """One touchpoint as the decision sees it."""
+
+    campaign: Campaign
+    step: Step
+    scheduled_at: datetime
+    enrollment_state: str
+    seen_events: Collection[str]
+
+
+def in_holdout(recipient_id: str, fraction: float) -> bool:
+    """Stable membership of the fixed-cadence holdout group, hashed from the recipient id."""
+    if fraction <= 0:
+        return False
+    digest = hashlib.sha256(f"holdout:{recipient_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def deadline(touch: Touch, settings: Settings) -> datetime:
+    """The latest instant the touch may still go out (scheduled time + max_defer)."""
+    max_defer = touch.step.max_defer
+    if max_defer is None:
+        max_defer = settings.engine.default_max_defer
+    return touch.scheduled_at + max_defer
+
+
+def recipient_zone(recipient: RecipientView, campaign: Campaign, settings: Settings) -> ZoneInfo:
+    """The recipient's own time zone, else the campaign's window zone, else the default."""
+    window_zone = campaign.send_window.timezone if campaign.send_window else None
+    return zone(recipient.timezone or window_zone or settings.timezone, settings.timezone)
+
+
+def decide(
+    touch: Touch,
+    recipient: RecipientView,
+    state: AttentionState,
+    at: datetime,
+    settings: Settings,
+) -> Decision:
+    """Decide one touchpoint at ``at``; the state is the recipient's, decayed to ``at`` here."""
+    campaign, step = touch.campaign, touch.step
+    marketing = campaign.kind == "marketing"
+    state = decayed(state, at, settings.attention)
+    numbers = _numbers(state, step, settings)
+
+    permission = _permission_gate(marketing, recipient, step.channel, state, settings)
+    if permission:
+        return Decision("drop", permission, numbers=numbers)
+    if touch.enrollment_state == "exited":
+        return Decision("drop", "exited", numbers=numbers)
+    if any(event in touch.seen_events for event in step.skip_if):
+        return Decision("drop", "skipped", numbers=numbers)
+
+    last_chance = deadline(touch, settings)
+    if at > last_chance:
+        return Decision("drop", "expired", numbers=numbers)
+
+    timing = _timing_gates(touch, recipient, state, at, settings, last_chance)
+    if timing is not None:
+        return timing.with_numbers(numbers)
+
+    if not marketing:
+        return Decision("send", "transactional", numbers=numbers)
+    if campaign.policy == "always":
+        return Decision("send", "always", numbers=numbers)
+    if in_holdout(recipient.id, settings.attention.holdout):
+        return Decision("send", "holdout", numbers=numbers)
+    return Decision("send", "value_ok", numbers=numbers)
+
+
+def _numbers(state: AttentionState, step: Step, settings: Settings) -> Numbers:
+    params = settings.attention
+    return Numbers(
+        asset=state.asset,
+        expectation=state.expectation,
+        fatigue=state.fatigue,
+        engagement_p=engagement_rate(state, step.channel, params),
+        relevance=relevance(state, step.topics, params),
+        value=step.value,
+        threshold=params.theta,
+    )
+
+
+def _permission_gate(
+    marketing: bool,
+    recipient: RecipientView,
+    channel: str,
+    state: AttentionState,
+    settings: Settings,
+) -> str | None:
+    if recipient.suppressed:
+        return "suppressed"
+    if not marketing:
+        return None
+    if state.complained_at is not None:
+        return "suppressed"
+    status = recipient.consent.get(channel) or settings.consent.default_for(channel)
+    if status == "opted_out":
+        return "unsubscribed"
+    if status != "opted_in":
+        return "no_consent"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    decision: Literal["defer", "drop"]
+    reason: str
+    until: datetime | None
+
+    def with_numbers(self, numbers: Numbers) -> Decision:
+        return Decision(self.decision, self.reason, deferred_until=self.until, numbers=numbers)
+
+
+def _timing_gates(
+    touch: Touch,
+    recipient: RecipientView,
+    state: AttentionState,
+    at: datetime,
+    settings: Settings,
+    last_chance: datetime,
+) -> _Timing | None:
+    """Open request, windows and caps: the first failing gate names the reason; the deferral
+    goes to the earliest instant all of them allow."""
+    campaign, step = touch.campaign, touch.step
+    marketing = campaign.kind == "marketing"
+    tz = recipient_zone(recipient, campaign, settings)
+    window = _window(campaign)
+    quiet = _quiet(settings, marketing)
+    cooldown = settings.attention.inbound_cooldown
+
+    def request_clear(t: datetime) -> datetime | None:
+        if not marketing:
+            return t
+        if state.open_request:
+            return None
+        ends = [x + cooldown for x in (state.last_inbound_at, state.request_resolved_at) if x]
+        return max([t, *ends])
+
+    def window_clear(t: datetime) -> datetime | None:
+        if window is None and quiet is None:
+            return t
+        return next_window_opening(t, tz, window, quiet)
+
+    caps = _cap_inputs(state, step.channel, settings) if marketing else None
+
+    def caps_clear(t: datetime) -> datetime | None:
+        if caps is None:
+            return t
+        rule, history, gap_history = caps
+        return cap_clear_time(t, history, rule, settings.caps.min_gap, gap_history)
+
+    reason: str | None = None
+    if request_clear(at) != at:
+        reason = "open_request"
+    elif window is not None or quiet is not None:
+        reason = window_gate(at, tz, window, quiet)
+    if reason is None and caps is not None:
+        rule, history, gap_history = caps
+        if cap_gate(at, history, rule, settings.caps.min_gap, gap_history):
+            reason = "frequency_cap"
+    if reason is None:
+        return None
+
+    if reason == "open_request" and state.open_request:
+        # No end is known: wait until the last chance; support_resolved pulls it forward.
+        if at >= last_chance:
+            return _Timing("drop", reason, None)
+        return _Timing("defer", reason, last_chance)
+    until = next_allowed(at, [request_clear, window_clear, caps_clear])
+    if until is None or until > last_chance:
+        return _Timing("drop", reason, None)
+    return _Timing("defer", reason, until)
+
+
+def _window(campaign: Campaign) -> WeeklyWindow | None:
+    spec = campaign.send_window
+    if spec is None:
+        return None
+    return WeeklyWindow(days=spec.weekday_numbers(), start=spec.start, end=spec.end)
+
+
+def _quiet(settings: Settings, marketing: bool) -> QuietHours | None:
+    quiet = settings.quiet_hours
+    if not quiet.enabled or (quiet.applies_to == "marketing" and not marketing):
+        return None
+    return QuietHours(start=quiet.start, end=quiet.end)
+
+
+def _cap_inputs(
+    state: AttentionState, channel: str, settings: Settings
+) -> tuple[CapRule | None, list[datetime], list[datetime]] | None:
+    caps = settings.caps
+    if not caps.enabled:
+        return None
+    limit = caps.per_channel.get(channel)
+    rule = CapRule(limit=limit, period=caps.window) if limit is not None else None
+    marketing_sends = [s for s in state.recent_sends if s.kind == "marketing"]
+    history = [s.at for s in marketing_sends if s.channel == channel]
+    gap_history = [s.at for s in marketing_sends]
+    return rule, history, gap_history
+
+
+def cap_memory(settings: Settings) -> timedelta:
+    """How long past sends must be remembered for the caps to work."""
+    return max(settings.caps.window, settings.caps.min_gap, timedelta(days=1))

@@ -1,0 +1,666 @@
+"""The engine: the tick lifecycle, and the synchronous Python API over it.
+
+A tick reads the clock once, applies queued events and cron enrollments, then claims due
+touchpoints in batches (each with a lease), decides each one (gates, then value), sends through
+the channel's adapter with bounded concurrency, and records the batch in one transaction:
+touchpoint states, attention state, send_log rows and the next step's touchpoint.
+
+``Engine.tick`` drains everything due (tests, ``tact tick --at``); the daemon calls ``atick`` with
+a batch limit so the loop stays responsive. Both run the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from adapters import Adapter, Message, SendResult, SendStatus
+from scheduler.attention import AttentionState, from_row, on_send, to_row
+from scheduler.campaign import Campaign, Step
+from scheduler.catalog import CampaignCatalog, ReloadReport
+from scheduler.config import Settings
+from scheduler.decision import (
+    Decision,
+    RecipientView,
+    Touch,
+    cap_memory,
+    decide,
+)
+from scheduler.errors import RecordError, TactError
+from scheduler.journey import Journeys, recipient_fields
+from scheduler.records import parse_event, parse_recipient
+from scheduler.store import BatchWrite, Row, Store
+from scheduler.tokens import TokenSigner
+
+log = structlog.get_logger("tact.engine")
+T = TypeVar("T")
+
+DECISION_FIELDS = (
+    "touchpoint_id", "recipient_id", "campaign_id", "step_id", "channel", "adapter", "decision",
+    "reason", "deferred_until", "asset", "expectation", "fatigue", "engagement_p", "relevance",
+    "value", "net_value", "threshold", "propensity", "provider_message_id", "error",
+    "latency_ms", "attempt",
+)  # fmt: skip
+
+
+def utcnow() -> datetime:
+    """The wall clock, in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """One decision of a tick, with the send_log fields."""
+
+    at: datetime
+    touchpoint_id: int
+    enrollment_id: int
+    recipient_id: str
+    campaign_id: str
+    step_id: str
+    channel: str | None
+    adapter: str | None
+    kind: str | None
+    decision: str
+    reason: str
+    deferred_until: datetime | None = None
+    asset: float | None = None
+    expectation: float | None = None
+    fatigue: float | None = None
+    engagement_p: float | None = None
+    relevance: float | None = None
+    value: float | None = None
+    net_value: float | None = None
+    threshold: float | None = None
+    propensity: float | None = None
+    provider_message_id: str | None = None
+    error: str | None = None
+    latency_ms: float | None = None
+    attempt: int | None = None
+
+    def as_row(self) -> Row:
+        """The send_log row."""
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+@dataclass
+class TickResult:
+    """What one tick did."""
+
+    at: datetime
+    decisions: list[DecisionRow] = field(default_factory=list)
+    events_applied: int = 0
+    enrolled: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def decided(self) -> int:
+        """How many touchpoints were decided."""
+        return sum(self.counts.values())
+
+
+@dataclass
+class IngestReport:
+    """The outcome of a batch of recipients or events: good items kept, bad ones explained."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (index, reason, message)
+
+
+@dataclass
+class _Planned:
+    touchpoint: Row
+    campaign: Campaign | None
+    step: Step | None
+    decision: Decision
+    message: Message | None = None
+    result: SendResult | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+class Engine:
+    """The scheduler. Build it with ``Engine.from_config``; close it with ``close()``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        catalog: CampaignCatalog,
+        adapters: Mapping[str, Adapter],
+        *,
+        adapter_names: Mapping[str, str],
+        channel_settings: Mapping[str, Mapping[str, Any]],
+        signer: TokenSigner,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.catalog = catalog
+        self.journeys = Journeys(store, catalog, settings)
+        self.adapters = dict(adapters)
+        self.adapter_names = dict(adapter_names)
+        self.channel_settings = {k: dict(v) for k, v in channel_settings.items()}
+        self.signer = signer
+        self.clock = clock
+        self.owner = settings.engine.worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.offload_db = False
+        self._random = random.Random()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._closed = False
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | Path | None = None,
+        *,
+        database_url: str | None = None,
+        channels: Mapping[str, str | Mapping[str, Any]] | None = None,
+        **overrides: Any,
+    ) -> Engine:
+        """Build an engine from a config file (optional) plus keyword overrides.
+
+        ``channels`` maps a channel to an adapter name (its defaults) or to the channel's whole
+        table; any other setting can be overridden by keyword (``attention={"theta": 0.05}``).
+        """
+        from scheduler.app import build_engine
+
+        return build_engine(path, database_url=database_url, channels=channels, **overrides)
+
+    # -- the synchronous facade ----------------------------------------------------------------
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coroutine.close()
+            raise TactError("engine is closed")
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._loop_thread = threading.Thread(
+                target=self._loop.run_forever, name="tact-engine", daemon=True
+            )
+            self._loop_thread.start()
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def tick(self, at: datetime | None = None, *, collect: bool = True) -> TickResult:
+        """Run one tick at ``at`` (default: now) and drain everything due then."""
+        return self._run(self.atick(at, collect=collect))
+
+    def adapter(self, channel: str) -> Adapter:
+        """The adapter instance serving ``channel``."""
+        try:
+            return self.adapters[channel]
+        except KeyError:
+            raise TactError(f"no channel {channel!r}; configured: {', '.join(self.adapters)}") from None
+
+    def close(self) -> None:
+        """Close adapters and the database. Safe to call twice."""
+        if self._closed:
+            return
+        if self._loop is not None:
+            self._run(self.aclose())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._loop_thread is not None:
+                self._loop_thread.join(timeout=5)
+            self._loop.close()
+        self._closed = True
+        self.store.close()
+
+    async def aclose(self) -> None:
+        """Close every adapter."""
+        for adapter in self.adapters.values():
+            await adapter.aclose()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    def upsert_recipients(self, records: Iterable[Mapping[str, Any]], *, source: str = "api") -> IngestReport:
+        """Insert or update recipients; fields not given keep their stored values."""
+        report = IngestReport()
+        chunk: list[tuple[int, Any]] = []
+        for index, raw in enumerate(records):
+            try:
+                chunk.append((index, parse_recipient(raw)))
+            except RecordError as exc:
+                report.rejected.append((index, exc.reason, exc.message))
+            if len(chunk) >= 2000:
+                report.accepted += self._upsert_chunk([r for _, r in chunk], source)
+                chunk = []
+        if chunk:
+            report.accepted += self._upsert_chunk([r for _, r in chunk], source)
+        return report
+
+    def _upsert_chunk(self, records: Sequence[Any], source: str) -> int:
+        now = self.clock()
+        latest: dict[str, Any] = {}
+        for record in records:
+            latest[record.id] = record if record.id not in latest else _merge_records(latest[record.id], record)
+        with self.store.engine.connect() as connection:
+            existing = self.store.recipients_by_id(connection, latest)
+        rows, consents = [], []
+        for rid, record in latest.items():
+            given = record.model_fields_set
+            row = existing.get(rid) or {
+                "id": rid, "email": None, "phone": None, "timezone": None, "locale": None,
+                "value": 1.0, "attributes": {}, "suppressed_at": None, "suppressed_reason": None,
+                "created_at": now,
+            }  # fmt: skip
+            for name in ("email", "phone", "timezone", "locale", "value"):
+                if name in given:
+                    row[name] = getattr(record, name)
+            row["attributes"] = {**(row.get("attributes") or {}), **record.attributes}
+            row["updated_at"] = now
+            rows.append(row)
+            consents.extend(
+                {"recipient_id": rid, "channel": channel, "status": status, "source": source, "at": now}
+                for channel, status in record.consent.items()
+            )
+        self.store.upsert_recipients(rows, consents)
+        return len(records)
+
+    def record_events(self, records: Iterable[Mapping[str, Any]]) -> IngestReport:
+        """Store events for the next tick; replays (same id) are ignored, unknown recipients
+        rejected with reason ``unknown_recipient``."""
+        report = IngestReport()
+        parsed: list[tuple[int, Any]] = []
+        for index, raw in enumerate(records):
+            try:
+                parsed.append((index, parse_event(raw)))
+            except RecordError as exc:
+                report.rejected.append((index, exc.reason, exc.message))
+        now = self.clock()
+        for start in range(0, len(parsed), 5000):
+            chunk = parsed[start : start + 5000]
+            with self.store.engine.connect() as connection:
+                known = self.store.recipients_by_id(connection, {e.recipient_id for _, e in chunk})
+            rows = []
+            for index, event in chunk:
+                if event.recipient_id not in known:
+                    report.rejected.append(
+                        (index, "unknown_recipient", f"no recipient with id {event.recipient_id!r}")
+                    )
+                    continue
+                rows.append(_event_row(event, now))
+            duplicates = self.store.insert_events(rows) if rows else set()
+            report.duplicates += len(duplicates)
+            report.accepted += len(rows) - len(duplicates)
+        report.rejected.sort()
+        return report
+
+    def enroll(self, campaign_id: str, recipient_ids: Sequence[str], at: datetime | None = None) -> tuple[int, list[str]]:
+        """Enroll recipients in a campaign by hand; return (enrolled, unknown recipient ids)."""
+        return self.journeys.enroll(campaign_id, recipient_ids, (at or self.clock()).astimezone(UTC))
+
+    def reload_campaigns(self) -> ReloadReport:
+        """Reload the campaigns directory (a broken file keeps its last good version)."""
+        report = self.catalog.reload()
+        self.sync_campaigns()
+        return report
+
+    def sync_campaigns(self) -> None:
+        """Record the loaded campaigns in the ``campaign`` table."""
+        now = self.clock()
+        self.store.sync_campaigns(
+            [
+                {
+                    "id": c.id, "name": c.name, "kind": c.kind, "priority": c.priority,
+                    "goal": c.exit.goal, "steps": [s.id for s in c.steps],
+                    "source": str(c.source) if c.source else None, "loaded_at": now,
+                }
+                for c in self.catalog
+            ]
+        )  # fmt: skip
+
+    # -- the tick ------------------------------------------------------------------------------
+
+    async def _db(self, function: Callable[..., T], *args: Any) -> T:
+        if self.offload_db:
+            return await asyncio.to_thread(function, *args)
+        return function(*args)
+
+    async def atick(
+        self, at: datetime | None = None, *, collect: bool = True, max_batches: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TickResult:
+        """One tick at ``at``: events, cron enrollments, then claimed batches until none is due
+        (or ``max_batches``, or ``should_stop()``)."""
+        now = (at or self.clock()).astimezone(UTC)
+        result = TickResult(at=now)
+        result.events_applied = await self._db(self.journeys.apply_events, now)
+        result.enrolled = await self._db(self.journeys.run_segments, now)
+        batches = 0
+        batch_size = self.settings.engine.batch_size
+        lease = self.settings.engine.lease.total_seconds()
+        while max_batches is None or batches < max_batches:
+            if should_stop is not None and should_stop():
+                break
+            claimed = await self._db(self.store.claim, now, self.owner, lease, batch_size)
+            if not claimed:
+                break
+            batches += 1
+            rows = await self._process(claimed, now)
+            for row in rows:
+                key = f"{row.decision}:{row.reason}"
+                result.counts[key] = result.counts.get(key, 0) + 1
+            if collect:
+                result.decisions.extend(rows)
+        if result.counts:
+            log.info("tick", at=now.isoformat(), batches=batches, **result.counts)
+        return result
+
+    async def _process(self, claimed: list[Row], now: datetime) -> list[DecisionRow]:
+        context = await self._db(self.store.load_context, claimed)
+        planned = self._decide_batch(claimed, context, now)
+        await self._deliver([p for p in planned if p.message is not None])
+        write, rows = self._record(planned, context, now)
+        lost = await self._db(self.store.commit_batch, write, self.owner)
+        if lost:
+            log.warning("lease_lost", touchpoints=lost)
+        return rows
+
+    def _decide_batch(self, claimed: list[Row], context: Any, now: datetime) -> list[_Planned]:
+        by_recipient: dict[str, list[Row]] = {}
+        for touchpoint in claimed:
+            by_recipient.setdefault(touchpoint["recipient_id"], []).append(touchpoint)
+        planned: list[_Planned] = []
+        keep = cap_memory(self.settings)
+        for recipient_id, touchpoints in by_recipient.items():
+            recipient = context.recipients.get(recipient_id)
+            state_row = context.attention.get(recipient_id)
+            state = from_row(state_row) if state_row else AttentionState.initial(self.settings.attention)
+            view = None
+            if recipient is not None:
+                view = RecipientView(
+                    id=recipient_id,
+                    timezone=recipient["timezone"],
+                    value=recipient["value"],
+                    consent=context.consents.get(recipient_id, {}),
+                    suppressed=recipient["suppressed_at"] is not None,
+                )
+            ordered = sorted(touchpoints, key=lambda t: (-self._priority(t), t["due_at"], t["id"]))
+            for touchpoint in ordered:
+                item = self._decide_one(touchpoint, view, recipient, state, context, now)
+                planned.append(item)
+                if item.message is not None and item.campaign is not None and item.step is not None:
+                    state = on_send(
+                        state, channel=item.step.channel, kind=item.campaign.kind,
+                        topics=item.step.topics, at=now, params=self.settings.attention, keep=keep,
+                    )  # fmt: skip
+        return planned
+
+    def _priority(self, touchpoint: Row) -> int:
+        campaign = self.catalog.get(touchpoint["campaign_id"])
+        return campaign.priority if campaign else 0
+
+    def _decide_one(
+        self, touchpoint: Row, view: RecipientView | None, recipient: Row | None,
+        state: AttentionState, context: Any, now: datetime,
+    ) -> _Planned:
+        campaign = self.catalog.get(touchpoint["campaign_id"])
+        step = campaign.step(touchpoint["step_id"]) if campaign else None
+        if campaign is None or step is None:
+            return _Planned(touchpoint, campaign, None, Decision("drop", "step_removed"))
+        if view is None or recipient is None:
+            return _Planned(touchpoint, campaign, step, Decision("drop", "unknown_recipient"))
+        enrollment = context.enrollments.get(touchpoint["enrollment_id"]) or {}
+        touch = Touch(
+            campaign=campaign,
+            step=step,
+            scheduled_at=touchpoint["scheduled_at"],
+            enrollment_state=enrollment.get("state", "active"),
+            seen_events=enrollment.get("seen_events") or (),
+        )
+        decision = decide(touch, view, state, now, self.settings)
+        item = _Planned(touchpoint, campaign, step, decision)
+        if decision.decision == "send":
+            self._build_message(item, recipient)
+        return item
+
+    def _build_message(self, item: _Planned, recipient: Row) -> None:
+        campaign, step, touchpoint = item.campaign, item.step, item.touchpoint
+        assert campaign is not None and step is not None
+        address = self._address(step.channel, recipient)
+        if not address:
+            item.decision = Decision("drop", "no_address", numbers=item.decision.numbers)
+            return
+        unsubscribe_url = self._unsubscribe_url(touchpoint["id"], step.channel)
+        context = {
+            "recipient": recipient_fields(recipient),
+            "campaign": {"id": campaign.id, "name": campaign.name},
+            "step": {"id": step.id},
+            "unsubscribe_url": unsubscribe_url,
+        }
+        try:
+            rendered = campaign.compiled(step.id).render(context)
+        except TactError as exc:
+            item.decision = Decision("drop", "template_error", numbers=item.decision.numbers)
+            item.error = str(exc)
+            return
+        headers: dict[str, str] = {}
+        if campaign.kind == "marketing" and step.channel == "email":
+            headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        item.message = Message(
+            touchpoint_id=str(touchpoint["id"]),
+            idempotency_key=touchpoint["idempotency_key"],
+            channel=step.channel,
+            to=address,
+            recipient_id=recipient["id"],
+            campaign_id=campaign.id,
+            step_id=step.id,
+            kind=campaign.kind,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            headers=headers,
+            attempt=touchpoint["attempts"] + 1,
+        )
+
+    def _address(self, channel: str, recipient: Row) -> str | None:
+        field_name = self.channel_settings.get(channel, {}).get("address")
+        if field_name is None:
+            field_name = "phone" if "sms" in channel else "email"
+        if field_name in ("email", "phone", "id"):
+            return recipient.get(field_name)  # type: ignore[no-any-return]
+        value = (recipient.get("attributes") or {}).get(field_name)
+        return str(value) if value else None
+
+    def _unsubscribe_url(self, touchpoint_id: int, channel: str) -> str:
+        base = self.settings.api.public_url.rstrip("/")
+        return f"{base}/u/{self.signer.sign(touchpoint_id, channel)}"
+
+    async def _deliver(self, items: Sequence[_Planned]) -> None:
+        if not items:
+            return
+        semaphore = asyncio.Semaphore(self.settings.engine.concurrency)
+
+        async def one(item: _Planned) -> None:
+            assert item.message is not None
+            adapter = self.adapters[item.message.channel]
+            async with semaphore:
+                started = time.perf_counter()
+                try:
+                    item.result = await adapter.send(item.message)
+                except Exception as exc:  # an adapter bug must not stop the tick
+                    item.result = SendResult.from_exception(exc)
+                item.latency_ms = (time.perf_counter() - started) * 1000
+
+        await asyncio.gather(*(one(item) for item in items))
+
+    def _record(self, planned: Sequence[_Planned], context: Any, now: datetime) -> tuple[BatchWrite, list[DecisionRow]]:
+        write = BatchWrite()
+        rows: list[DecisionRow] = []
+        keep = cap_memory(self.settings)
+        states: dict[str, AttentionState] = {}
+        for item in planned:
+            tp = item.touchpoint
+            decision, reason = self._outcome(item)
+            attempt = tp["attempts"] + 1
+            numbers = item.decision.numbers
+            result = item.result
+            error = item.error or (result.detail if result is not None and result.status != SendStatus.SENT else None)
+            row = DecisionRow(
+                at=now, touchpoint_id=tp["id"], enrollment_id=tp["enrollment_id"],
+                recipient_id=tp["recipient_id"], campaign_id=tp["campaign_id"], step_id=tp["step_id"],
+                channel=item.step.channel if item.step else tp["channel"],
+                adapter=self.adapter_names.get(item.step.channel) if item.step and item.message else None,
+                kind=item.campaign.kind if item.campaign else None,
+                decision=decision, reason=reason,
+                deferred_until=item.decision.deferred_until if decision == "deferred" else None,
+                asset=numbers.asset, expectation=numbers.expectation, fatigue=numbers.fatigue,
+                engagement_p=numbers.engagement_p, relevance=numbers.relevance, value=numbers.value,
+                net_value=numbers.net_value, threshold=numbers.threshold,
+                propensity=item.decision.propensity,
+                provider_message_id=result.provider_message_id if result else None,
+                error=error, latency_ms=item.latency_ms,
+                attempt=attempt if item.message is not None else None,
+            )  # fmt: skip
+            rows.append(row)
+            write.send_log.append(row.as_row())
+            if decision == "deferred":
+                assert item.decision.deferred_until is not None
+                write.rescheduled.append(
+                    {"b_id": tp["id"], "b_due_at": item.decision.deferred_until, "b_attempts": tp["attempts"]}
+                )
+                continue
+            if decision == "retrying":
+                write.rescheduled.append(
+                    {"b_id": tp["id"], "b_due_at": now + self._backoff(attempt, result), "b_attempts": attempt}
+                )
+                continue
+            sent = decision == "sent"
+            write.done.append(
+                {
+                    "b_id": tp["id"], "b_outcome": decision, "b_reason": reason, "b_decided_at": now,
+                    "b_sent_at": now if sent else None,
+                    "b_provider_message_id": result.provider_message_id if result else None,
+                    "b_attempts": attempt if item.message is not None else tp["attempts"],
+                }
+            )  # fmt: skip
+            if sent and item.campaign is not None and item.step is not None:
+                rid = tp["recipient_id"]
+                base = states.get(rid)
+                if base is None:
+                    state_row = context.attention.get(rid)
+                    base = from_row(state_row) if state_row else AttentionState.initial(self.settings.attention)
+                states[rid] = on_send(
+                    base, channel=item.step.channel, kind=item.campaign.kind, topics=item.step.topics,
+                    at=now, params=self.settings.attention, keep=keep,
+                )  # fmt: skip
+            if decision == "failed" and result is not None and result.status == SendStatus.REJECTED:
+                detail = (result.detail or "").lower()
+                if "bounce" in detail or "no such user" in detail:
+                    write.suppress.append({"b_id": tp["recipient_id"], "b_at": now, "b_reason": "hard_bounce"})
+            self._advance(item, reason, now, context, write)
+        write.attention.extend({"recipient_id": rid, **to_row(state)} for rid, state in states.items())
+        return write, rows
+
+    def _outcome(self, item: _Planned) -> tuple[str, str]:
+        decision = item.decision
+        if decision.decision == "defer":
+            return "deferred", decision.reason
+        if decision.decision == "drop":
+            return "dropped", decision.reason
+        result = item.result
+        assert result is not None
+        if result.status == SendStatus.SENT:
+            return "sent", decision.reason
+        if result.status == SendStatus.RETRYABLE:
+            attempt = item.touchpoint["attempts"] + 1
+            if attempt < self._max_attempts(item):
+                return "retrying", "provider_error"
+        return "failed", "provider_error"
+
+    def _max_attempts(self, item: _Planned) -> int:
+        channel = item.step.channel if item.step else item.touchpoint["channel"]
+        return int(self.channel_settings.get(channel, {}).get("max_attempts", 5))
+
+    def _backoff(self, attempt: int, result: SendResult | None) -> timedelta:
+        """Exponential backoff with full jitter, never sooner than the provider's Retry-After."""
+        engine = self.settings.engine
+        ceiling = min(engine.retry_max.total_seconds(), engine.retry_base.total_seconds() * 2 ** (attempt - 1))
+        delay = self._random.uniform(engine.retry_base.total_seconds() / 2, max(ceiling, 1.0))
+        if result is not None and result.retry_after:
+            delay = max(delay, result.retry_after)
+        return timedelta(seconds=delay)
+
+    def _advance(self, item: _Planned, reason: str, now: datetime, context: Any, write: BatchWrite) -> None:
+        """Queue the next step of the journey, or end the enrollment after its last step."""
+        tp = item.touchpoint
+        enrollment = context.enrollments.get(tp["enrollment_id"]) or {}
+        if reason == "exited" or enrollment.get("state") != "active":
+            return
+        campaign = item.campaign
+        following: Step | None = None
+        if campaign is not None:
+            if item.step is not None:
+                index = campaign.step_index(item.step.id)
+                if index is not None and index + 1 < len(campaign.steps):
+                    following = campaign.steps[index + 1]
+            else:
+                successor = self.catalog.successor_of_removed(campaign.id, tp["step_id"])
+                following = campaign.step(successor) if successor else None
+        if following is None:
+            write.enrollments_ended.append({"b_id": tp["enrollment_id"], "b_state": "completed", "b_ended_at": now})
+            return
+        due = now + following.after
+        write.new_touchpoints.append(
+            {
+                "enrollment_id": tp["enrollment_id"], "campaign_id": tp["campaign_id"],
+                "recipient_id": tp["recipient_id"], "step_id": following.id, "channel": following.channel,
+                "idempotency_key": f"{tp['enrollment_id']}:{following.id}", "state": "pending",
+                "scheduled_at": due, "due_at": due, "attempts": 0, "created_at": now,
+            }
+        )  # fmt: skip
+
+
+def _merge_records(first: Any, second: Any) -> Any:
+    """Two records for one id in one batch: the later one's given fields win."""
+    data = first.model_dump()
+    for name in second.model_fields_set:
+        value = getattr(second, name)
+        if name in ("attributes", "consent"):
+            data[name] = {**data[name], **value}
+        else:
+            data[name] = value
+    merged = type(first).model_validate(data)
+    object.__setattr__(merged, "__pydantic_fields_set__", first.model_fields_set | second.model_fields_set)
+    return merged
+
+
+def _event_row(event: Any, now: datetime) -> Row:
+    touchpoint_id = None
+    if event.touchpoint_id is not None:
+        try:
+            touchpoint_id = int(event.touchpoint_id)
+        except ValueError:
+            touchpoint_id = None
+    return {
+        "event_id": event.id,
+        "recipient_id": event.recipient_id,
+        "type": event.type,
+        "at": event.at,
+        "channel": event.channel,
+        "touchpoint_id": touchpoint_id,
+        "message_id": event.message_id,
+        "properties": dict(event.properties),
+        "received_at": now,
+        "applied_at": None,
+    }

@@ -1,0 +1,322 @@
+"""Journeys: applying inbound events (enrollment triggers, exits, consent, requests) and
+enrolling segments on their cron schedule. Runs inside the tick, before touchpoints are claimed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+
+from scheduler.attention import AttentionState, from_row, to_row
+from scheduler.campaign import Campaign, cron_trigger, matches
+from scheduler.catalog import CampaignCatalog
+from scheduler.config import Settings
+from scheduler.errors import TactError
+from scheduler.store import Row, Store, event_t, recipient_t
+
+log = structlog.get_logger("tact.journey")
+
+EVENT_CHUNK = 1000
+SEGMENT_PAGE = 5000
+INBOUND_TYPES = frozenset({"replied", "inbound_message"})
+
+
+def recipient_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields audiences, segments and templates see: attributes plus the core columns."""
+    fields = dict(row.get("attributes") or {})
+    for key in ("id", "email", "phone", "timezone", "locale", "value"):
+        fields[key] = row.get(key)
+    return fields
+
+
+class Journeys:
+    """Moves recipients into, through and out of campaigns as events arrive."""
+
+    def __init__(self, store: Store, catalog: CampaignCatalog, settings: Settings) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.settings = settings
+
+    # -- events --------------------------------------------------------------------------------
+
+    def apply_events(self, now: datetime) -> int:
+        """Apply every queued event whose time has come, in time order; return how many."""
+        total = 0
+        while True:
+            with self.store.transaction() as connection:
+                events = self.store.queued_events(connection, now, EVENT_CHUNK)
+                if events:
+                    self._apply(connection, events, now)
+                    connection.execute(
+                        event_t.update()
+                        .where(event_t.c.id.in_([e["id"] for e in events]))
+                        .values(applied_at=now)
+                    )
+            total += len(events)
+            if len(events) < EVENT_CHUNK:
+                return total
+
+    def _apply(self, connection: sa.Connection, events: Sequence[Row], now: datetime) -> None:
+        recipient_ids = {e["recipient_id"] for e in events}
+        recipients = self.store.recipients_by_id(connection, recipient_ids)
+        enrollments: dict[str, list[Row]] = {}
+        for row in self.store.enrollments_of(connection, recipient_ids):
+            enrollments.setdefault(row["recipient_id"], []).append(row)
+        params = self.settings.attention
+        states = {
+            rid: from_row(row) for rid, row in self.store.attention_of(connection, recipient_ids).items()
+        }
+        changed_states: set[str] = set()
+        changed_enrollments: dict[int, Row] = {}
+        new_enrollments: list[Row] = []
+        consents: list[Row] = []
+        to_hasten: list[int] = []
+
+        for event in events:
+            recipient = recipients.get(event["recipient_id"])
+            if recipient is None:
+                continue
+            rid, kind, at = recipient["id"], event["type"], event["at"]
+            self._attribute(connection, event)
+            state = states.get(rid) or AttentionState.initial(params)
+            new_state = self._update_state(connection, state, event)
+            if new_state is not state:
+                states[rid] = new_state
+                changed_states.add(rid)
+            consents.extend(self._consent_changes(event))
+            if kind == "bounced" and (event["properties"] or {}).get("type", "hard") != "soft":
+                connection.execute(
+                    self._suppress_stmt(), {"b_id": rid, "b_at": at, "b_reason": "bounced"}
+                )
+
+            for enrollment in enrollments.get(rid, []):
+                if enrollment["state"] != "active" or enrollment["enrolled_at"] > at:
+                    continue
+                campaign = self.catalog.get(enrollment["campaign_id"])
+                if campaign is None:
+                    continue
+                touched = self._journey_event(campaign, enrollment, kind, at)
+                if touched and enrollment.get("id") is not None:
+                    changed_enrollments[enrollment["id"]] = enrollment
+                    if enrollment["state"] == "exited":
+                        to_hasten.append(enrollment["id"])
+
+            for campaign in self.catalog.triggered_by(kind):
+                if self._may_enroll(campaign, recipient, enrollments.get(rid, [])):
+                    row = self._new_enrollment(campaign, rid, at, f"event:{event['event_id']}")
+                    enrollments.setdefault(rid, []).append(row)
+                    new_enrollments.append(row)
+
+        self._write_enrollments(connection, new_enrollments, changed_enrollments.values())
+        self.store.hasten_pending(connection, to_hasten, now)
+        self.store.write_consents(connection, consents)
+        self.store.write_attention(
+            connection, [{"recipient_id": rid, **to_row(states[rid])} for rid in changed_states]
+        )
+
+    def _attribute(self, connection: sa.Connection, event: Row) -> None:
+        """Link an event to the touch it answers when it names the provider's message id."""
+        if event.get("touchpoint_id") is None and event.get("message_id"):
+            touchpoint_id = self.store.touchpoint_for_message(connection, event["message_id"])
+            if touchpoint_id is not None:
+                event["touchpoint_id"] = touchpoint_id
+                connection.execute(
+                    event_t.update().where(event_t.c.id == event["id"]).values(touchpoint_id=touchpoint_id)
+                )
+
+    def _update_state(self, connection: sa.Connection, state: AttentionState, event: Row) -> AttentionState:
+        kind, at = event["type"], event["at"]
+        if kind == "complained":
+            return replace(state, complained_at=state.complained_at or at)
+        if kind == "support_opened":
+            return replace(state, open_request=True, last_inbound_at=_later(state.last_inbound_at, at))
+        if kind == "support_resolved":
+            cleared = at + self.settings.attention.inbound_cooldown
+            self.store.recall_deferred(connection, event["recipient_id"], cleared)
+            return replace(state, open_request=False, request_resolved_at=_later(state.request_resolved_at, at))
+        if kind in INBOUND_TYPES:
+            return replace(state, last_inbound_at=_later(state.last_inbound_at, at))
+        return state
+
+    def _consent_changes(self, event: Row) -> list[Row]:
+        kind, channel = event["type"], event.get("channel")
+        if kind == "consent_granted" and channel:
+            status, channels = "opted_in", [channel]
+        elif kind == "consent_withdrawn" and channel:
+            status, channels = "opted_out", [channel]
+        elif kind == "unsubscribed":
+            status, channels = "opted_out", [channel] if channel else list(self.settings.channels)
+        else:
+            return []
+        return [
+            {"recipient_id": event["recipient_id"], "channel": c, "status": status, "source": f"event:{kind}", "at": event["at"]}
+            for c in channels
+        ]
+
+    @staticmethod
+    def _journey_event(campaign: Campaign, enrollment: Row, kind: str, at: datetime) -> bool:
+        touched = False
+        if kind in campaign.exit.on_events:
+            enrollment.update(state="exited", exit_reason=kind, ended_at=at)
+            touched = True
+        if campaign.exit.goal == kind and enrollment.get("converted_at") is None:
+            enrollment["converted_at"] = at
+            touched = True
+        if any(kind in step.skip_if for step in campaign.steps) and kind not in enrollment["seen_events"]:
+            enrollment["seen_events"] = [*enrollment["seen_events"], kind]
+            touched = True
+        return touched
+
+    @staticmethod
+    def _suppress_stmt() -> Any:
+        return (
+            recipient_t.update()
+            .where(recipient_t.c.id == sa.bindparam("b_id"), recipient_t.c.suppressed_at.is_(None))
+            .values(suppressed_at=sa.bindparam("b_at"), suppressed_reason=sa.bindparam("b_reason"))
+        )
+
+    # -- enrollment ----------------------------------------------------------------------------
+
+    def _may_enroll(self, campaign: Campaign, recipient: Row, existing: Iterable[Row], *, check_audience: bool = True) -> bool:
+        mine = [e for e in existing if e["campaign_id"] == campaign.id]
+        if any(e["state"] == "active" for e in mine):
+            return False
+        if mine and not campaign.trigger.reenroll:
+            return False
+        return not check_audience or matches(campaign.audience, recipient_fields(recipient))
+
+    @staticmethod
+    def _new_enrollment(campaign: Campaign, recipient_id: str, at: datetime, trigger: str) -> Row:
+        return {
+            "id": None,
+            "campaign_id": campaign.id,
+            "recipient_id": recipient_id,
+            "state": "active",
+            "enrolled_at": at,
+            "trigger": trigger,
+            "seen_events": [],
+        }
+
+    def _write_enrollments(self, connection: sa.Connection, new: Sequence[Row], changed: Iterable[Row]) -> None:
+        updates = [
+            {k: row[k] for k in ("id", "state", "exit_reason", "ended_at", "converted_at", "seen_events") if k in row}
+            for row in changed
+        ]
+        self.store.update_enrollments(connection, updates)
+        if not new:
+            return
+        rows, firsts = [], []
+        for row in new:
+            campaign = self.catalog.get(row["campaign_id"])
+            assert campaign is not None
+            first = campaign.steps[0]
+            rows.append({k: v for k, v in row.items() if k != "id"})
+            due = row["enrolled_at"] + first.after
+            firsts.append(
+                {
+                    "campaign_id": campaign.id,
+                    "recipient_id": row["recipient_id"],
+                    "step_id": first.id,
+                    "channel": first.channel,
+                    "state": "pending",
+                    "scheduled_at": due,
+                    "due_at": due,
+                    "attempts": 0,
+                    "created_at": row["enrolled_at"],
+                }
+            )
+        ids = self.store.enroll(connection, rows, firsts)
+        for row, enrollment_id in zip(new, ids, strict=True):
+            row["id"] = enrollment_id
+
+    def enroll(self, campaign_id: str, recipient_ids: Sequence[str], at: datetime) -> tuple[int, list[str]]:
+        """Enroll recipients by hand (audience not checked); return (enrolled, unknown ids)."""
+        campaign = self.catalog.get(campaign_id)
+        if campaign is None:
+            raise TactError(f"unknown campaign {campaign_id!r}; loaded: {', '.join(sorted(self.catalog.campaigns)) or 'none'}")
+        enrolled, unknown = 0, []
+        for start in range(0, len(recipient_ids), SEGMENT_PAGE):
+            chunk = list(dict.fromkeys(recipient_ids[start : start + SEGMENT_PAGE]))
+            with self.store.transaction() as connection:
+                recipients = self.store.recipients_by_id(connection, chunk)
+                unknown.extend(rid for rid in chunk if rid not in recipients)
+                existing: dict[str, list[Row]] = {}
+                for row in self.store.enrollments_of(connection, recipients):
+                    existing.setdefault(row["recipient_id"], []).append(row)
+                new = [
+                    self._new_enrollment(campaign, rid, at, "manual")
+                    for rid, recipient in recipients.items()
+                    if self._may_enroll(campaign, recipient, existing.get(rid, []), check_audience=False)
+                ]
+                self._write_enrollments(connection, new, [])
+                enrolled += len(new)
+        return enrolled, unknown
+
+    # -- segments ------------------------------------------------------------------------------
+
+    def run_segments(self, now: datetime) -> int:
+        """Enroll matching recipients for every cron instant that came due; return how many."""
+        total = 0
+        for campaign in self.catalog.scheduled():
+            fire = self._due_instant(campaign, now)
+            if fire is None:
+                continue
+            with self.store.transaction() as connection:
+                if not self.store.record_segment_run(connection, campaign.id, fire, now):
+                    continue
+                enrolled = self._enroll_segment(connection, campaign, fire)
+                total += enrolled
+            log.info("segment_enrolled", campaign_id=campaign.id, scheduled_at=fire.isoformat(), enrolled=enrolled)
+        return total
+
+    def _due_instant(self, campaign: Campaign, now: datetime) -> datetime | None:
+        """The latest cron instant in (last run or now - misfire grace, now], if any."""
+        assert campaign.trigger.schedule is not None
+        zone_name = (campaign.send_window.timezone if campaign.send_window else None) or self.settings.timezone
+        trigger = cron_trigger(campaign.trigger.schedule, zone_name)
+        with self.store.engine.connect() as connection:
+            last = self.store.last_segment_run(connection, campaign.id)
+        start = now - self.settings.engine.cron_misfire_grace
+        if last is not None and last > start:
+            start = last
+        latest: datetime | None = None
+        probe = start + timedelta(microseconds=1)
+        while True:
+            fire = trigger.get_next_fire_time(None, probe)
+            if fire is None or fire > now:
+                return latest.astimezone(UTC) if latest else None
+            latest = fire
+            probe = fire + timedelta(seconds=1)
+
+    def _enroll_segment(self, connection: sa.Connection, campaign: Campaign, fire: datetime) -> int:
+        segment = campaign.trigger.segment or {}
+        enrolled = 0
+        after: str | None = None
+        while True:
+            page = self.store.segment_members(connection, after, SEGMENT_PAGE)
+            if not page:
+                return enrolled
+            after = page[-1]["id"]
+            candidates = [
+                r for r in page
+                if matches(segment, recipient_fields(r)) and matches(campaign.audience, recipient_fields(r))
+            ]
+            existing: dict[str, list[Row]] = {}
+            for row in self.store.enrollments_of(connection, [r["id"] for r in candidates]):
+                existing.setdefault(row["recipient_id"], []).append(row)
+            new = [
+                self._new_enrollment(campaign, r["id"], fire, f"schedule:{fire.isoformat()}")
+                for r in candidates
+                if self._may_enroll(campaign, r, existing.get(r["id"], []), check_audience=False)
+            ]
+            self._write_enrollments(connection, new, [])
+            enrolled += len(new)
+
+
+def _later(current: datetime | None, candidate: datetime) -> datetime:
+    return candidate if current is None or candidate > current else current

@@ -1,0 +1,43 @@
+"""structlog setup: JSON lines in production, readable output in a terminal; always stderr."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+from scheduler.config import LoggingSettings
+
+_SECRET_KEYS = ("password", "token", "secret", "api_key", "auth")
+
+
+def _redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key in list(event):
+        if any(part in key.lower() for part in _SECRET_KEYS) and key != "event":
+            event[key] = "***"
+    return event
+
+
+def configure_logging(settings: LoggingSettings) -> None:
+    """Configure structlog (and the standard library's root logger) from settings."""
+    level = getattr(logging, settings.level.upper())
+    json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr, format="%(message)s")

@@ -1,0 +1,626 @@
+"""All database work: connections, migrations, claims, and the per-batch write.
+
+One module owns every statement so the engine stays free of SQL. The hot path (claim, load a
+batch's context, commit a batch) uses SQLAlchemy Core with executemany; the cold paths (events,
+enrollment, upserts) read more plainly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.pool import StaticPool
+
+from scheduler.config import DatabaseSettings
+from scheduler.errors import SchemaOutOfDate, StoreError
+from scheduler.tables import (
+    Attention,
+    Campaign,
+    Consent,
+    Enrollment,
+    Event,
+    Meta,
+    Recipient,
+    SegmentRun,
+    SendLog,
+    Touchpoint,
+)
+
+recipient_t = Recipient.__table__  # type: ignore[attr-defined]
+consent_t = Consent.__table__  # type: ignore[attr-defined]
+attention_t = Attention.__table__  # type: ignore[attr-defined]
+enrollment_t = Enrollment.__table__  # type: ignore[attr-defined]
+touchpoint_t = Touchpoint.__table__  # type: ignore[attr-defined]
+event_t = Event.__table__  # type: ignore[attr-defined]
+send_log_t = SendLog.__table__  # type: ignore[attr-defined]
+campaign_t = Campaign.__table__  # type: ignore[attr-defined]
+segment_run_t = SegmentRun.__table__  # type: ignore[attr-defined]
+meta_t = Meta.__table__  # type: ignore[attr-defined]
+
+Row = dict[str, Any]
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``postgresql://`` and ``postgres://`` and use psycopg 3 for them."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def create_db_engine(settings: DatabaseSettings) -> sa.Engine:
+    """A SQLAlchemy engine tuned for Tact: WAL and BEGIN IMMEDIATE on SQLite, a pool on PG."""
+    url = normalise_url(settings.url)
+    if url.startswith("sqlite"):
+        memory = url in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in url
+        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+        if memory:
+            kwargs["poolclass"] = StaticPool
+        engine = sa.create_engine(url, **kwargs)
+        busy_ms = int(settings.busy_timeout.total_seconds() * 1000)
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cursor = dbapi_conn.cursor()
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            if not memory:
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = OFF")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return sa.create_engine(
+        url, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True
+    )
+
+
+def _alembic_config(connection: sa.Connection) -> AlembicConfig:
+    config = AlembicConfig()
+    location = resources.files("scheduler") / "migrations"
+    config.set_main_option("script_location", str(location))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest schema revision this code knows."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(resources.files("scheduler") / "migrations"))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    """The schema revision the database is at (None when it has no schema yet)."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: sa.Engine) -> None:
+    """Create or upgrade the schema to the newest revision."""
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "head")
+
+
+def migrate_database(url: str) -> None:
+    """Create or upgrade the schema of the database at ``url`` (used by `tact db upgrade`)."""
+    engine = create_db_engine(DatabaseSettings(url=url))
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+@dataclass
+class BatchWrite:
+    """Everything one batch changes, written in one transaction."""
+
+    send_log: list[Row] = field(default_factory=list)
+    done: list[Row] = field(default_factory=list)
+    rescheduled: list[Row] = field(default_factory=list)
+    new_touchpoints: list[Row] = field(default_factory=list)
+    attention: list[Row] = field(default_factory=list)
+    enrollments_ended: list[Row] = field(default_factory=list)
+    suppress: list[Row] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchContext:
+    """The rows a batch of touchpoints needs to be decided."""
+
+    recipients: dict[str, Row]
+    consents: dict[str, dict[str, str]]
+    attention: dict[str, Row]
+    enrollments: dict[int, Row]
+
+
+class Store:
+    """The database behind one engine."""
+
+    def __init__(self, settings: DatabaseSettings) -> None:
+        self.settings = settings
+        self.engine = create_db_engine(settings)
+        self.dialect = self.engine.dialect.name
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Apply the configured migration mode: upgrade (auto) or refuse an old schema (check)."""
+        if self.settings.migrate_mode == "auto":
+            upgrade(self.engine)
+            return
+        head = head_revision()
+        current = current_revision(self.engine)
+        if current != head:
+            raise SchemaOutOfDate(current, head)
+
+    def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.SQLAlchemyError:
+            return False
+
+    def close(self) -> None:
+        """Release every connection."""
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite)."""
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except sa.exc.OperationalError as exc:
+            raise StoreError(f"database error: {exc.orig}") from exc
+
+    def _insert(self, table: sa.Table) -> Any:
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    # -- meta ----------------------------------------------------------------------------------
+
+    def get_or_set_meta(self, key: str, make: Any) -> str:
+        """Read a meta value, creating it with ``make()`` on first use."""
+        with self.transaction() as connection:
+            value = connection.execute(
+                sa.select(meta_t.c.value).where(meta_t.c.key == key)
+            ).scalar()
+            if value is None:
+                value = make()
+                connection.execute(
+                    self._insert(meta_t).values(key=key, value=value).on_conflict_do_nothing()
+                )
+                value = connection.execute(
+                    sa.select(meta_t.c.value).where(meta_t.c.key == key)
+                ).scalar_one()
+            return str(value)
+
+    # -- campaigns -----------------------------------------------------------------------------
+
+    def sync_campaigns(self, rows: Sequence[Row]) -> None:
+        """Record the loaded campaigns for analysts' joins."""
+        if not rows:
+            return
+        stmt = self._insert(campaign_t)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[campaign_t.c.id],
+            set_={c: stmt.excluded[c] for c in ("name", "kind", "priority", "goal", "steps", "source", "loaded_at")},
+        )
+        with self.transaction() as connection:
+            connection.execute(stmt, list(rows))
+
+    # -- recipients ----------------------------------------------------------------------------
+
+    def recipients_by_id(self, connection: sa.Connection, ids: Iterable[str]) -> dict[str, Row]:
+        """Recipient rows keyed by id."""
+        wanted = list(set(ids))
+        found: dict[str, Row] = {}
+        for chunk in _chunks(wanted, 5000):
+            result = connection.execute(
+                sa.select(recipient_t).where(recipient_t.c.id.in_(chunk))
+            ).mappings()
+            for row in result:
+                found[row["id"]] = dict(row)
+        return found
+
+    def upsert_recipients(self, rows: Sequence[Row], consents: Sequence[Row]) -> None:
+        """Insert or replace recipient rows (already merged by the caller) and consent rows."""
+        stmt = self._insert(recipient_t)
+        columns = [c.name for c in recipient_t.columns if c.name not in ("id", "created_at")]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[recipient_t.c.id], set_={c: stmt.excluded[c] for c in columns}
+        )
+        with self.transaction() as connection:
+            if rows:
+                connection.execute(stmt, list(rows))
+            self.write_consents(connection, consents)
+
+    def write_consents(self, connection: sa.Connection, consents: Sequence[Row]) -> None:
+        """Set consent statuses (the latest write wins)."""
+        if not consents:
+            return
+        stmt = self._insert(consent_t)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[consent_t.c.recipient_id, consent_t.c.channel],
+            set_={"status": stmt.excluded.status, "source": stmt.excluded.source, "at": stmt.excluded.at},
+        )
+        connection.execute(stmt, list(consents))
+
+    def recipient_profile(self, recipient_id: str) -> Row | None:
+        """A recipient with consent, attention state, enrollments and pending touchpoints."""
+        with self.engine.connect() as connection:
+            recipient = connection.execute(
+                sa.select(recipient_t).where(recipient_t.c.id == recipient_id)
+            ).mappings().first()
+            if recipient is None:
+                return None
+            profile = dict(recipient)
+            profile["consent"] = {
+                r["channel"]: dict(r)
+                for r in connection.execute(
+                    sa.select(consent_t).where(consent_t.c.recipient_id == recipient_id)
+                ).mappings()
+            }
+            attention = connection.execute(
+                sa.select(attention_t).where(attention_t.c.recipient_id == recipient_id)
+            ).mappings().first()
+            profile["attention"] = dict(attention) if attention else None
+            profile["enrollments"] = [
+                dict(r)
+                for r in connection.execute(
+                    sa.select(enrollment_t)
+                    .where(enrollment_t.c.recipient_id == recipient_id)
+                    .order_by(enrollment_t.c.id)
+                ).mappings()
+            ]
+            profile["pending"] = [
+                dict(r)
+                for r in connection.execute(
+                    sa.select(touchpoint_t)
+                    .where(touchpoint_t.c.recipient_id == recipient_id, touchpoint_t.c.state == "pending")
+                    .order_by(touchpoint_t.c.due_at)
+                ).mappings()
+            ]
+            return profile
+
+    def segment_members(self, connection: sa.Connection, after: str | None, limit: int) -> list[Row]:
+        """Recipients in id order, a page at a time (segments filter them in Python)."""
+        query = sa.select(recipient_t).order_by(recipient_t.c.id).limit(limit)
+        if after is not None:
+            query = query.where(recipient_t.c.id > after)
+        return [dict(r) for r in connection.execute(query).mappings()]
+
+    # -- events --------------------------------------------------------------------------------
+
+    def insert_events(self, rows: Sequence[Row]) -> set[str]:
+        """Store new events; return the event ids that were already there (replays)."""
+        ids = [r["event_id"] for r in rows]
+        with self.transaction() as connection:
+            existing: set[str] = set()
+            for chunk in _chunks(ids, 5000):
+                existing.update(
+                    connection.execute(
+                        sa.select(event_t.c.event_id).where(event_t.c.event_id.in_(chunk))
+                    ).scalars()
+                )
+            fresh: list[Row] = []
+            seen: set[str] = set()
+            for row in rows:
+                if row["event_id"] in existing or row["event_id"] in seen:
+                    continue
+                seen.add(row["event_id"])
+                fresh.append(row)
+            if fresh:
+                stmt = self._insert(event_t).on_conflict_do_nothing(index_elements=[event_t.c.event_id])
+                connection.execute(stmt, fresh)
+        return existing | (set(ids) - seen - existing)
+
+    def queued_events(self, connection: sa.Connection, now: datetime, limit: int) -> list[Row]:
+        """Events not yet applied whose time has come, oldest first."""
+        query = (
+            sa.select(event_t)
+            .where(event_t.c.applied_at.is_(None), event_t.c.at <= now)
+            .order_by(event_t.c.at, event_t.c.id)
+            .limit(limit)
+        )
+        return [dict(r) for r in connection.execute(query).mappings()]
+
+    def touchpoint_for_message(self, connection: sa.Connection, message_id: str) -> int | None:
+        """The touchpoint a provider message id belongs to."""
+        return connection.execute(
+            sa.select(touchpoint_t.c.id).where(touchpoint_t.c.provider_message_id == message_id)
+        ).scalar()
+
+    # -- enrollment ----------------------------------------------------------------------------
+
+    def enrollments_of(self, connection: sa.Connection, recipient_ids: Iterable[str]) -> list[Row]:
+        """Every enrollment of these recipients."""
+        rows: list[Row] = []
+        for chunk in _chunks(list(set(recipient_ids)), 5000):
+            rows.extend(
+                dict(r)
+                for r in connection.execute(
+                    sa.select(enrollment_t).where(enrollment_t.c.recipient_id.in_(chunk))
+                ).mappings()
+            )
+        return rows
+
+    def enroll(self, connection: sa.Connection, enrollments: Sequence[Row], first_steps: Sequence[Row]) -> list[int]:
+        """Insert enrollments and, for each, its first touchpoint (``first_steps`` aligned)."""
+        if not enrollments:
+            return []
+        result = connection.execute(
+            enrollment_t.insert().returning(enrollment_t.c.id, sort_by_parameter_order=True),
+            list(enrollments),
+        )
+        ids = [row[0] for row in result]
+        touchpoints = []
+        for enrollment_id, step in zip(ids, first_steps, strict=True):
+            touchpoints.append({**step, "enrollment_id": enrollment_id,
+                                "idempotency_key": f"{enrollment_id}:{step['step_id']}"})
+        self.insert_touchpoints(connection, touchpoints)
+        return ids
+
+    def insert_touchpoints(self, connection: sa.Connection, rows: Sequence[Row]) -> None:
+        """Queue touchpoints; an existing idempotency key is left alone."""
+        if rows:
+            stmt = self._insert(touchpoint_t).on_conflict_do_nothing(
+                index_elements=[touchpoint_t.c.idempotency_key]
+            )
+            connection.execute(stmt, list(rows))
+
+    def update_enrollments(self, connection: sa.Connection, rows: Sequence[Row]) -> None:
+        """Write back changed enrollments (``id`` plus the columns to set)."""
+        for row in rows:
+            values = {k: v for k, v in row.items() if k != "id"}
+            connection.execute(
+                enrollment_t.update().where(enrollment_t.c.id == row["id"]).values(**values)
+            )
+
+    def hasten_pending(self, connection: sa.Connection, enrollment_ids: Sequence[int], now: datetime) -> None:
+        """Make the pending touchpoints of these enrollments due now (so they are decided)."""
+        for chunk in _chunks(list(enrollment_ids), 5000):
+            connection.execute(
+                touchpoint_t.update()
+                .where(
+                    touchpoint_t.c.enrollment_id.in_(chunk),
+                    touchpoint_t.c.state == "pending",
+                    touchpoint_t.c.due_at > now,
+                )
+                .values(due_at=now)
+            )
+
+    def recall_deferred(self, connection: sa.Connection, recipient_id: str, due: datetime) -> None:
+        """Bring a recipient's pending touchpoints due later than ``due`` forward to ``due``."""
+        connection.execute(
+            touchpoint_t.update()
+            .where(
+                touchpoint_t.c.recipient_id == recipient_id,
+                touchpoint_t.c.state == "pending",
+                touchpoint_t.c.due_at > due,
+            )
+            .values(due_at=due)
+        )
+
+    def record_segment_run(self, connection: sa.Connection, campaign_id: str, scheduled_at: datetime, now: datetime) -> bool:
+        """Claim one cron instant of a segment campaign; False when it already ran."""
+        stmt = self._insert(segment_run_t).values(
+            campaign_id=campaign_id, scheduled_at=scheduled_at, ran_at=now, enrolled=0
+        ).on_conflict_do_nothing(index_elements=[segment_run_t.c.campaign_id, segment_run_t.c.scheduled_at])
+        return bool(connection.execute(stmt).rowcount)
+
+    def last_segment_run(self, connection: sa.Connection, campaign_id: str) -> datetime | None:
+        """The latest cron instant a segment campaign ran at."""
+        return connection.execute(
+            sa.select(sa.func.max(segment_run_t.c.scheduled_at)).where(
+                segment_run_t.c.campaign_id == campaign_id
+            )
+        ).scalar()
+
+    # -- attention -----------------------------------------------------------------------------
+
+    def attention_of(self, connection: sa.Connection, recipient_ids: Iterable[str]) -> dict[str, Row]:
+        """Attention rows keyed by recipient id (absent when never touched)."""
+        found: dict[str, Row] = {}
+        for chunk in _chunks(list(set(recipient_ids)), 5000):
+            for row in connection.execute(
+                sa.select(attention_t).where(attention_t.c.recipient_id.in_(chunk))
+            ).mappings():
+                found[row["recipient_id"]] = dict(row)
+        return found
+
+    def write_attention(self, connection: sa.Connection, rows: Sequence[Row]) -> None:
+        """Insert or replace attention rows."""
+        if not rows:
+            return
+        stmt = self._insert(attention_t)
+        columns = [c.name for c in attention_t.columns if c.name != "recipient_id"]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[attention_t.c.recipient_id], set_={c: stmt.excluded[c] for c in columns}
+        )
+        connection.execute(stmt, list(rows))
+
+    # -- the hot path --------------------------------------------------------------------------
+
+    def claim(self, now: datetime, owner: str, lease_seconds: float, limit: int) -> list[Row]:
+        """Lease up to ``limit`` due touchpoints, with every other due one of their recipients.
+
+        Claiming by recipient lets competing touches be decided together. A row whose previous
+        lease expired without a commit gets its attempt counter raised.
+        """
+        wall = datetime.fromtimestamp(time.time(), UTC)
+        lease_until = datetime.fromtimestamp(time.time() + lease_seconds, UTC)
+        t = touchpoint_t
+        free = sa.or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < wall)
+        due = sa.and_(t.c.state == "pending", t.c.due_at <= now, free)
+        first = sa.select(t.c.recipient_id).where(due).order_by(t.c.due_at).limit(limit)
+        if self.dialect == "postgresql":
+            first = first.with_for_update(skip_locked=True)
+        candidates = sa.select(t.c.id).where(due, t.c.recipient_id.in_(first.scalar_subquery()))
+        if self.dialect == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        stmt = (
+            t.update()
+            .where(t.c.id.in_(candidates.scalar_subquery()))
+            .values(
+                lease_owner=owner,
+                lease_expires_at=lease_until,
+                attempts=t.c.attempts + sa.case((t.c.lease_owner.is_not(None), 1), else_=0),
+            )
+            .returning(*t.columns)
+        )
+        with self.transaction() as connection:
+            return [dict(r) for r in connection.execute(stmt).mappings()]
+
+    def load_context(self, touchpoints: Sequence[Row]) -> BatchContext:
+        """Recipients, consent, attention and enrollments for a claimed batch."""
+        recipient_ids = {t["recipient_id"] for t in touchpoints}
+        enrollment_ids = list({t["enrollment_id"] for t in touchpoints})
+        with self.engine.connect() as connection:
+            recipients = self.recipients_by_id(connection, recipient_ids)
+            consents: dict[str, dict[str, str]] = {}
+            for chunk in _chunks(list(recipient_ids), 5000):
+                for row in connection.execute(
+                    sa.select(consent_t.c.recipient_id, consent_t.c.channel, consent_t.c.status).where(
+                        consent_t.c.recipient_id.in_(chunk)
+                    )
+                ):
+                    consents.setdefault(row[0], {})[row[1]] = row[2]
+            attention = self.attention_of(connection, recipient_ids)
+            enrollments: dict[int, Row] = {}
+            for chunk in _chunks(enrollment_ids, 5000):
+                for row in connection.execute(
+                    sa.select(enrollment_t).where(enrollment_t.c.id.in_(chunk))
+                ).mappings():
+                    enrollments[row["id"]] = dict(row)
+            connection.rollback()
+        return BatchContext(recipients, consents, attention, enrollments)
+
+    def commit_batch(self, write: BatchWrite, owner: str) -> int:
+        """Write one batch: send_log rows, touchpoint states, attention, next touchpoints.
+
+        Rows whose lease this owner no longer holds are not touched; returns how many were lost.
+        """
+        t = touchpoint_t
+        with self.transaction() as connection:
+            lost = 0
+            if write.done:
+                result = connection.execute(
+                    t.update()
+                    .where(t.c.id == sa.bindparam("b_id"), t.c.lease_owner == owner)
+                    .values(
+                        state="done",
+                        outcome=sa.bindparam("b_outcome"),
+                        reason=sa.bindparam("b_reason"),
+                        decided_at=sa.bindparam("b_decided_at"),
+                        sent_at=sa.bindparam("b_sent_at"),
+                        provider_message_id=sa.bindparam("b_provider_message_id"),
+                        attempts=sa.bindparam("b_attempts"),
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    ),
+                    write.done,
+                )
+                lost += len(write.done) - max(result.rowcount, 0)
+            if write.rescheduled:
+                result = connection.execute(
+                    t.update()
+                    .where(t.c.id == sa.bindparam("b_id"), t.c.lease_owner == owner)
+                    .values(
+                        due_at=sa.bindparam("b_due_at"),
+                        attempts=sa.bindparam("b_attempts"),
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    ),
+                    write.rescheduled,
+                )
+                lost += len(write.rescheduled) - max(result.rowcount, 0)
+            if write.send_log:
+                connection.execute(send_log_t.insert(), write.send_log)
+            self.insert_touchpoints(connection, write.new_touchpoints)
+            self.write_attention(connection, write.attention)
+            if write.enrollments_ended:
+                connection.execute(
+                    enrollment_t.update()
+                    .where(enrollment_t.c.id == sa.bindparam("b_id"), enrollment_t.c.state == "active")
+                    .values(state=sa.bindparam("b_state"), ended_at=sa.bindparam("b_ended_at")),
+                    write.enrollments_ended,
+                )
+            if write.suppress:
+                connection.execute(
+                    recipient_t.update()
+                    .where(recipient_t.c.id == sa.bindparam("b_id"))
+                    .values(suppressed_at=sa.bindparam("b_at"), suppressed_reason=sa.bindparam("b_reason")),
+                    write.suppress,
+                )
+            return lost
+
+    def release(self, ids: Sequence[int], owner: str) -> None:
+        """Give up leases (used when a batch cannot be finished)."""
+        with self.transaction() as connection:
+            for chunk in _chunks(list(ids), 5000):
+                connection.execute(
+                    touchpoint_t.update()
+                    .where(touchpoint_t.c.id.in_(chunk), touchpoint_t.c.lease_owner == owner)
+                    .values(lease_owner=None, lease_expires_at=None)
+                )
+
+    # -- reading the log -----------------------------------------------------------------------
+
+    def send_log_rows(self, filters: Mapping[str, Any], *, limit: int | None = None, descending: bool = False) -> Iterator[Row]:
+        """Stream send_log rows matching ``campaign``, ``recipient``, ``decision``, ``reason``,
+        ``since`` and ``until``, in id order."""
+        s = send_log_t
+        query = sa.select(s)
+        mapping = {"campaign": s.c.campaign_id, "recipient": s.c.recipient_id, "decision": s.c.decision, "reason": s.c.reason}
+        for key, column in mapping.items():
+            if filters.get(key):
+                query = query.where(column == filters[key])
+        if filters.get("since"):
+            query = query.where(s.c.at >= filters["since"])
+        if filters.get("until"):
+            query = query.where(s.c.at < filters["until"])
+        query = query.order_by(s.c.id.desc() if descending else s.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as connection:
+            result = connection.execution_options(stream_results=True, yield_per=1000).execute(query)
+            for row in result.mappings():
+                yield dict(row)
+
+    def count(self, table: str, **where: Any) -> int:
+        """Row count of a table, for status output and tests."""
+        tbl = {t.name: t for t in (touchpoint_t, send_log_t, event_t, recipient_t, enrollment_t)}[table]
+        query = sa.select(sa.func.count()).select_from(tbl)
+        for key, value in where.items():
+            query = query.where(tbl.c[key] == value)
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
