@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from scheduler.config import AttentionSettings
@@ -23,9 +23,13 @@ class SendRecord:
     kind: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttentionState:
-    """The model's memory of one recipient; ``updated_at`` is when decay was last applied."""
+    """The model's memory of one recipient; ``updated_at`` is when decay was last applied.
+
+    Treated as immutable: every update returns a new state (not frozen only because frozen
+    dataclasses are several times slower to build, and states are built on every decision).
+    """
 
     updated_at: datetime | None
     asset: float
@@ -62,12 +66,22 @@ def decayed(state: AttentionState, at: datetime, params: AttentionSettings) -> A
     if state.updated_at is None or at <= state.updated_at:
         return state if state.updated_at is not None else replace(state, updated_at=at)
     elapsed = at - state.updated_at
-    fatigue = state.fatigue * _half(elapsed, params.fatigue_half_life)
     rest = params.asset_start
-    asset = rest + (state.asset - rest) * _half(elapsed, params.asset_half_life)
     factor = _half(elapsed, params.engagement_half_life)
-    engagement = {c: (a * factor, b * factor) for c, (a, b) in state.engagement.items()}
-    return replace(state, updated_at=at, fatigue=fatigue, asset=asset, engagement=engagement)
+    return AttentionState(
+        updated_at=at,
+        asset=rest + (state.asset - rest) * _half(elapsed, params.asset_half_life),
+        expectation=state.expectation,
+        fatigue=state.fatigue * _half(elapsed, params.fatigue_half_life),
+        engagement={c: (a * factor, b * factor) for c, (a, b) in state.engagement.items()},
+        interests=state.interests,
+        topic_last_sent=state.topic_last_sent,
+        recent_sends=state.recent_sends,
+        open_request=state.open_request,
+        last_inbound_at=state.last_inbound_at,
+        request_resolved_at=state.request_resolved_at,
+        complained_at=state.complained_at,
+    )
 
 
 def on_send(
@@ -90,8 +104,19 @@ def on_send(
     sends = tuple(s for s in current.recent_sends if s.at > horizon) + (
         SendRecord(at=at, channel=channel, kind=kind),
     )
-    return replace(
-        current, fatigue=current.fatigue + weight, topic_last_sent=last_sent, recent_sends=sends
+    return AttentionState(
+        updated_at=current.updated_at,
+        asset=current.asset,
+        expectation=current.expectation,
+        fatigue=current.fatigue + weight,
+        engagement=current.engagement,
+        interests=current.interests,
+        topic_last_sent=last_sent,
+        recent_sends=sends,
+        open_request=current.open_request,
+        last_inbound_at=current.last_inbound_at,
+        request_resolved_at=current.request_resolved_at,
+        complained_at=current.complained_at,
     )
 
 
@@ -117,8 +142,8 @@ def to_row(state: AttentionState) -> dict[str, Any]:
         "fatigue": state.fatigue,
         "engagement": {c: [a, b] for c, (a, b) in state.engagement.items()},
         "interests": dict(state.interests),
-        "topic_last_sent": {k: v.isoformat() for k, v in state.topic_last_sent.items()},
-        "recent_sends": [[s.at.isoformat(), s.channel, s.kind] for s in state.recent_sends],
+        "topic_last_sent": {k: v.timestamp() for k, v in state.topic_last_sent.items()},
+        "recent_sends": [[s.at.timestamp(), s.channel, s.kind] for s in state.recent_sends],
         "open_request": state.open_request,
         "last_inbound_at": state.last_inbound_at,
         "request_resolved_at": state.request_resolved_at,
@@ -136,10 +161,10 @@ def from_row(row: Mapping[str, Any]) -> AttentionState:
         engagement={c: (float(v[0]), float(v[1])) for c, v in (row["engagement"] or {}).items()},
         interests=dict(row["interests"] or {}),
         topic_last_sent={
-            k: datetime.fromisoformat(v) for k, v in (row["topic_last_sent"] or {}).items()
+            k: _instant(v) for k, v in (row["topic_last_sent"] or {}).items()
         },
         recent_sends=tuple(
-            SendRecord(at=datetime.fromisoformat(at), channel=channel, kind=kind)
+            SendRecord(at=_instant(at), channel=channel, kind=kind)
             for at, channel, kind in (row["recent_sends"] or [])
         ),
         open_request=bool(row["open_request"]),
@@ -147,3 +172,10 @@ def from_row(row: Mapping[str, Any]) -> AttentionState:
         request_resolved_at=row["request_resolved_at"],
         complained_at=row["complained_at"],
     )
+
+
+def _instant(value: float | str) -> datetime:
+    """A stored instant: epoch seconds (or ISO text) to an aware UTC datetime."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value)
+    return datetime.fromtimestamp(value, UTC)

@@ -250,8 +250,8 @@ def cron_trigger(expr: str, timezone: str) -> CronTrigger:
             f"invalid schedule {expr!r}: a cron expression has 5 fields "
             f'(minute hour day month weekday), e.g. "0 9 * * MON"'
         )
-    fields[4] = _weekday_names(fields[4])
     try:
+        fields[4] = _weekday_names(fields[4])
         return CronTrigger.from_crontab(" ".join(fields), timezone=timezone)
     except (ValueError, LookupError) as error:
         raise ValueError(f"invalid schedule {expr!r}: {error}") from error
@@ -264,7 +264,7 @@ def _weekday_names(field: str) -> str:
     for item in field.lower().split(","):
         span, _, step_text = item.partition("/")
         if step_text and not step_text.isdigit():
-            raise ValueError(f"invalid day-of-week step in {item!r}")
+            raise ValueError(f"the day-of-week step in {item!r} must be a number")
         step = int(step_text or "1")
         if span == "*":
             first, last = 0, 6
@@ -276,7 +276,7 @@ def _weekday_names(field: str) -> str:
             first = _weekday_number(span)
             last = 6 if step_text else first
         if first > last or step < 1:
-            raise ValueError(f"invalid day-of-week range {item!r}")
+            raise ValueError(f"the day-of-week range {item!r} is empty or runs backwards")
         days.update(day % 7 for day in range(first, last + 1, step))
     return ",".join(_CRON_DAYS[day] for day in sorted(days, key=lambda day: (day - 1) % 7))
 
@@ -286,7 +286,7 @@ def _weekday_number(token: str) -> int:
         return int(token)
     if token in _CRON_DAYS:
         return _CRON_DAYS.index(token)
-    raise ValueError(f"invalid day of week {token!r}: use 0-7 (0 and 7 are Sunday) or mon..sun")
+    raise ValueError(f"day of week {token!r} must be 0-7 (0 and 7 are Sunday) or mon..sun")
 
 
 def _check_timezone(name: str) -> str:
@@ -445,18 +445,18 @@ class Campaign(_Model):
             seen.add(step.id)
         return steps
 
-    @property
-    def schedule_timezone(self) -> str:
-        """The zone a segment schedule is read in: the send window's, else UTC."""
-        return (self.send_window.timezone if self.send_window else None) or "UTC"
-
     def step(self, step_id: str) -> Step | None:
         """The step with this id, if any."""
-        return next((step for step in self.steps if step.id == step_id), None)
+        index = self.step_index(step_id)
+        return None if index is None else self.steps[index]
 
     def step_index(self, step_id: str) -> int | None:
         """The position of the step with this id, if any."""
-        return next((i for i, step in enumerate(self.steps) if step.id == step_id), None)
+        positions = self.__dict__.get("_positions")
+        if positions is None:
+            positions = {step.id: index for index, step in enumerate(self.steps)}
+            object.__setattr__(self, "_positions", positions)  # cache on the frozen model
+        return positions.get(step_id)
 
     def compiled(self, step_id: str) -> CompiledStep:
         """The step's compiled templates (compiled at load; on first use if built in code)."""
@@ -529,7 +529,7 @@ _TYPE_MESSAGES = {
     "dict_type": "must be a table",
     "model_type": "must be a table",
     "model_attributes_type": "must be a table",
-    "timedelta_type": 'must be a duration in quotes, e.g. "2d" or "1d12h"',
+    "time_delta_type": 'must be a duration in quotes, e.g. "2d" or "1d12h"',
     "time_type": 'must be a time in quotes, e.g. "09:00"',
     "string_pattern_mismatch": "may contain only letters, digits, '-' and '_'",
 }
@@ -570,18 +570,19 @@ def load_campaign(
     except ValidationError as error:
         diagnostics += _validation_diagnostics(path, error, data, source_map)
         steps = _individually_valid_steps(data)
-    names = (campaign.id, campaign.name) if campaign else (str(data["id"]), str(data.get("name")))
+    names = (campaign.id, campaign.name) if campaign else (str(data["id"]), str(data["id"]))
     compiled: dict[str, CompiledStep] = {}
     for index, step in steps:
         check = _StepCheck(path, source_map, index, step)
-        diagnostics += check.channel(channels)
+        check.channel(channels)
         compiled_step = check.templates(sample_recipient or SAMPLE_RECIPIENT, *names)
         if compiled_step is not None:
             compiled[step.id] = compiled_step
         diagnostics += check.diagnostics
     if diagnostics or campaign is None:
         unique = dict.fromkeys(diagnostics)
-        raise CampaignError(sorted(unique, key=lambda d: (d.path != path, str(d.path), d.line)))
+        order = sorted(unique, key=lambda d: (d.path != path, str(d.path), d.line, d.column))
+        raise CampaignError(order)
     campaign._compiled.update(compiled)
     return campaign
 
@@ -666,10 +667,11 @@ def _allowed_keys(container: KeyPath) -> list[str]:
 def _validation_diagnostics(
     path: Path, error: ValidationError, data: dict[str, Any], source_map: SourceMap
 ) -> list[Diagnostic]:
+    # duplicate step ids are reported, with their position, by _duplicate_step_ids
+    items = [e for e in error.errors(include_url=False) if e["type"] != "duplicate_step_id"]
+    suggested: set[KeyPath] = set()  # a misspelled key also makes its right name "missing"
     diagnostics = []
-    for item in error.errors(include_url=False):
-        if item["type"] == "duplicate_step_id":
-            continue  # reported with its position by _duplicate_step_ids
+    for item in sorted(items, key=lambda e: e["type"] != "extra_forbidden"):
         loc = tuple(item["loc"])
         present = _present_prefix(loc, data)
         if item["type"] == "extra_forbidden" and present == loc:
@@ -677,9 +679,13 @@ def _validation_diagnostics(
             close = difflib.get_close_matches(key, _allowed_keys(container), n=1)
             message = f"unknown key '{key}'"
             message += f" in {_where(container)}" if container else ""
-            message += f" (did you mean '{close[0]}'?)" if close else ""
+            if close:
+                message += f" (did you mean '{close[0]}'?)"
+                suggested.add((*container, close[0]))
             diagnostics.append(_at(path, source_map.key(loc), message))
         elif item["type"] == "missing" and present == loc[:-1]:
+            if loc in suggested:
+                continue
             message = _MISSING_HINTS.get(loc) or f"missing required key '{loc[-1]}'" + (
                 f" in {_where(present)}" if present else ""
             )
@@ -700,7 +706,7 @@ def _friendly(item: Any) -> str:
         return f"must be at least {context['ge']}"
     if kind == "less_than_equal":
         return f"must be at most {context['le']}"
-    if kind == "too_short":
+    if kind in ("too_short", "string_too_short"):
         return "must not be empty"
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", str(context.get("expected", "")))
@@ -755,9 +761,10 @@ class _StepCheck:
         position = self.source_map.value(loc) if at_value else self.source_map.key(loc)
         self.diagnostics.append(_at(self.path, position, f"{_where(loc)}: {message}"))
 
-    def channel(self, channels: Collection[str] | None) -> list[Diagnostic]:
+    def channel(self, channels: Collection[str] | None) -> None:
+        """Report a channel that is not one of ``channels`` (when given)."""
         if channels is None or self.step.channel in channels:
-            return []
+            return
         known = sorted(channels)
         close = difflib.get_close_matches(self.step.channel, known, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -766,11 +773,11 @@ class _StepCheck:
             f"unknown channel '{self.step.channel}' (configured: {', '.join(known)}{hint})",
             at_value=True,
         )
-        return []
 
     def templates(
         self, recipient: Mapping[str, Any], campaign_id: str, campaign_name: str
     ) -> CompiledStep | None:
+        """Compile the step and render it against ``recipient``; report what fails."""
         step = self.step
         try:
             compiled = compile_step(step, self.path.parent)

@@ -129,6 +129,7 @@ class _Planned:
     result: SendResult | None = None
     latency_ms: float | None = None
     error: str | None = None
+    state_after: AttentionState | None = None  # provisional: assumes every send so far succeeds
 
 
 class Engine:
@@ -355,7 +356,11 @@ class Engine:
             if not claimed:
                 break
             batches += 1
-            rows = await self._process(claimed, now)
+            context = await self._db(self.store.load_context, claimed)
+            planned = self._decide_batch(claimed, context, now)
+            await self._deliver([p for p in planned if p.message is not None])
+            write, rows = self._record(planned, context, now)
+            self._report_lost(await self._db(self.store.commit_batch, write, self.owner))
             for row in rows:
                 key = f"{row.decision}:{row.reason}"
                 result.counts[key] = result.counts.get(key, 0) + 1
@@ -365,15 +370,10 @@ class Engine:
             log.info("tick", at=now.isoformat(), batches=batches, **result.counts)
         return result
 
-    async def _process(self, claimed: list[Row], now: datetime) -> list[DecisionRow]:
-        context = await self._db(self.store.load_context, claimed)
-        planned = self._decide_batch(claimed, context, now)
-        await self._deliver([p for p in planned if p.message is not None])
-        write, rows = self._record(planned, context, now)
-        lost = await self._db(self.store.commit_batch, write, self.owner)
+    @staticmethod
+    def _report_lost(lost: int) -> None:
         if lost:
             log.warning("lease_lost", touchpoints=lost)
-        return rows
 
     def _decide_batch(self, claimed: list[Row], context: Any, now: datetime) -> list[_Planned]:
         by_recipient: dict[str, list[Row]] = {}
@@ -403,6 +403,7 @@ class Engine:
                         state, channel=item.step.channel, kind=item.campaign.kind,
                         topics=item.step.topics, at=now, params=self.settings.attention, keep=keep,
                     )  # fmt: skip
+                    item.state_after = state
         return planned
 
     def _priority(self, touchpoint: Row) -> int:
@@ -509,6 +510,7 @@ class Engine:
         rows: list[DecisionRow] = []
         keep = cap_memory(self.settings)
         states: dict[str, AttentionState] = {}
+        diverged: set[str] = set()  # recipients with a failed send: provisional states are off
         for item in planned:
             tp = item.touchpoint
             decision, reason = self._outcome(item)
@@ -541,6 +543,7 @@ class Engine:
                 )
                 continue
             if decision == "retrying":
+                diverged.add(tp["recipient_id"])
                 write.rescheduled.append(
                     {"b_id": tp["id"], "b_due_at": now + self._backoff(attempt, result), "b_attempts": attempt}
                 )
@@ -554,8 +557,12 @@ class Engine:
                     "b_attempts": attempt if item.message is not None else tp["attempts"],
                 }
             )  # fmt: skip
-            if sent and item.campaign is not None and item.step is not None:
-                rid = tp["recipient_id"]
+            rid = tp["recipient_id"]
+            if item.message is not None and not sent:
+                diverged.add(rid)
+            if sent and item.state_after is not None and rid not in diverged:
+                states[rid] = item.state_after
+            elif sent and item.campaign is not None and item.step is not None:
                 base = states.get(rid)
                 if base is None:
                     state_row = context.attention.get(rid)

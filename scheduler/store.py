@@ -7,8 +7,9 @@ enrollment, upserts) read more plainly.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +51,26 @@ segment_run_t = SegmentRun.__table__  # type: ignore[attr-defined]
 meta_t = Meta.__table__  # type: ignore[attr-defined]
 
 Row = dict[str, Any]
+
+SEND_LOG_COLUMNS = (
+    "at", "touchpoint_id", "enrollment_id", "recipient_id", "campaign_id", "step_id", "channel",
+    "adapter", "kind", "decision", "reason", "deferred_until", "asset", "expectation", "fatigue",
+    "engagement_p", "relevance", "value", "net_value", "threshold", "propensity",
+    "provider_message_id", "error", "latency_ms", "attempt",
+)  # fmt: skip
+_SEND_LOG_TIMES = frozenset({"at", "deferred_until"})
+_NEW_TOUCHPOINT_COLUMNS = (
+    "enrollment_id", "campaign_id", "recipient_id", "step_id", "channel", "idempotency_key",
+    "state", "scheduled_at", "due_at", "attempts", "created_at",
+)  # fmt: skip
+_TOUCHPOINT_TIMES = frozenset({"scheduled_at", "due_at", "created_at"})
+_ATTENTION_COLUMNS = (
+    "recipient_id", "updated_at", "asset", "expectation", "fatigue", "engagement", "interests",
+    "topic_last_sent", "recent_sends", "open_request", "last_inbound_at", "request_resolved_at",
+    "complained_at",
+)  # fmt: skip
+_ATTENTION_TIMES = frozenset({"updated_at", "last_inbound_at", "request_resolved_at", "complained_at"})
+_ATTENTION_JSON = frozenset({"engagement", "interests", "topic_last_sent", "recent_sends"})
 
 
 def normalise_url(url: str) -> str:
@@ -238,12 +259,17 @@ class Store:
         """Recipient rows keyed by id."""
         wanted = list(set(ids))
         found: dict[str, Row] = {}
+        columns = [c.name for c in recipient_t.columns]
+        times = {"suppressed_at", "created_at", "updated_at"}
         for chunk in _chunks(wanted, 5000):
-            result = connection.execute(
-                sa.select(recipient_t).where(recipient_t.c.id.in_(chunk))
-            ).mappings()
-            for row in result:
-                found[row["id"]] = dict(row)
+            sql = f"SELECT {', '.join(columns)} FROM recipient WHERE id IN ({self._placeholders(len(chunk))})"
+            for values in connection.exec_driver_sql(sql, tuple(chunk)):
+                row = dict(zip(columns, values, strict=True))
+                attributes = row["attributes"]
+                row["attributes"] = json.loads(attributes) if isinstance(attributes, str) else attributes or {}
+                for name in times:
+                    row[name] = self._read_timestamp(row[name])
+                found[row["id"]] = row
         return found
 
     def upsert_recipients(self, rows: Sequence[Row], consents: Sequence[Row]) -> None:
@@ -444,12 +470,26 @@ class Store:
 
     def attention_of(self, connection: sa.Connection, recipient_ids: Iterable[str]) -> dict[str, Row]:
         """Attention rows keyed by recipient id (absent when never touched)."""
-        found: dict[str, Row] = {}
-        for chunk in _chunks(list(set(recipient_ids)), 5000):
-            for row in connection.execute(
-                sa.select(attention_t).where(attention_t.c.recipient_id.in_(chunk))
-            ).mappings():
-                found[row["recipient_id"]] = dict(row)
+        rows = self._select_in(connection, "attention", _ATTENTION_COLUMNS, "recipient_id", list(set(recipient_ids)),
+                               times=_ATTENTION_TIMES, json_columns=_ATTENTION_JSON)  # fmt: skip
+        return {row["recipient_id"]: row for row in rows}
+
+    def _select_in(
+        self, connection: sa.Connection, table: str, columns: Sequence[str], key: str, values: Sequence[Any],
+        *, times: Collection[str] = (), json_columns: Collection[str] = (),
+    ) -> list[Row]:
+        """``SELECT columns FROM table WHERE key IN values``, straight through the driver."""
+        found: list[Row] = []
+        for chunk in _chunks(values, 5000):
+            sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {key} IN ({self._placeholders(len(chunk))})"
+            for record in connection.exec_driver_sql(sql, tuple(chunk)):
+                row = dict(zip(columns, record, strict=True))
+                for name in json_columns:
+                    if isinstance(row[name], str):
+                        row[name] = json.loads(row[name])
+                for name in times:
+                    row[name] = self._read_timestamp(row[name])
+                found.append(row)
         return found
 
     def write_attention(self, connection: sa.Connection, rows: Sequence[Row]) -> None:
@@ -510,12 +550,11 @@ class Store:
                 ):
                     consents.setdefault(row[0], {})[row[1]] = row[2]
             attention = self.attention_of(connection, recipient_ids)
-            enrollments: dict[int, Row] = {}
-            for chunk in _chunks(enrollment_ids, 5000):
-                for row in connection.execute(
-                    sa.select(enrollment_t).where(enrollment_t.c.id.in_(chunk))
-                ).mappings():
-                    enrollments[row["id"]] = dict(row)
+            enrollments = {
+                row["id"]: row
+                for row in self._select_in(connection, "enrollment", ("id", "state", "seen_events"), "id",
+                                           enrollment_ids, json_columns=("seen_events",))  # fmt: skip
+            }
             connection.rollback()
         return BatchContext(recipients, consents, attention, enrollments)
 
@@ -523,51 +562,73 @@ class Store:
         """Write one batch: send_log rows, touchpoint states, attention, next touchpoints.
 
         Rows whose lease this owner no longer holds are not touched; returns how many were lost.
+        The statements go to the driver directly: this is the hot path of every tick.
         """
-        t = touchpoint_t
+        ts, js, ph = self._timestamp, json.dumps, self._placeholders
         with self.transaction() as connection:
             lost = 0
             if write.done:
-                result = connection.execute(
-                    t.update()
-                    .where(t.c.id == sa.bindparam("b_id"), t.c.lease_owner == owner)
-                    .values(
-                        state="done",
-                        outcome=sa.bindparam("b_outcome"),
-                        reason=sa.bindparam("b_reason"),
-                        decided_at=sa.bindparam("b_decided_at"),
-                        sent_at=sa.bindparam("b_sent_at"),
-                        provider_message_id=sa.bindparam("b_provider_message_id"),
-                        attempts=sa.bindparam("b_attempts"),
-                        lease_owner=None,
-                        lease_expires_at=None,
-                    ),
-                    write.done,
-                )
-                lost += len(write.done) - max(result.rowcount, 0)
+                sql = (
+                    "UPDATE touchpoint SET state = 'done', outcome = {0}, reason = {0}, decided_at = {0}, "
+                    "sent_at = {0}, provider_message_id = {0}, attempts = {0}, lease_owner = NULL, "
+                    "lease_expires_at = NULL WHERE id = {0} AND lease_owner = {0}"
+                ).format(ph(1))
+                params = [
+                    (r["b_outcome"], r["b_reason"], ts(r["b_decided_at"]), ts(r["b_sent_at"]),
+                     r["b_provider_message_id"], r["b_attempts"], r["b_id"], owner)
+                    for r in write.done
+                ]  # fmt: skip
+                lost += len(params) - max(connection.exec_driver_sql(sql, params).rowcount, 0)
             if write.rescheduled:
-                result = connection.execute(
-                    t.update()
-                    .where(t.c.id == sa.bindparam("b_id"), t.c.lease_owner == owner)
-                    .values(
-                        due_at=sa.bindparam("b_due_at"),
-                        attempts=sa.bindparam("b_attempts"),
-                        lease_owner=None,
-                        lease_expires_at=None,
-                    ),
-                    write.rescheduled,
-                )
-                lost += len(write.rescheduled) - max(result.rowcount, 0)
+                sql = (
+                    "UPDATE touchpoint SET due_at = {0}, attempts = {0}, lease_owner = NULL, "
+                    "lease_expires_at = NULL WHERE id = {0} AND lease_owner = {0}"
+                ).format(ph(1))
+                params = [(ts(r["b_due_at"]), r["b_attempts"], r["b_id"], owner) for r in write.rescheduled]
+                lost += len(params) - max(connection.exec_driver_sql(sql, params).rowcount, 0)
             if write.send_log:
-                connection.execute(send_log_t.insert(), write.send_log)
-            self.insert_touchpoints(connection, write.new_touchpoints)
-            self.write_attention(connection, write.attention)
+                sql = f"INSERT INTO send_log ({', '.join(SEND_LOG_COLUMNS)}) VALUES ({ph(len(SEND_LOG_COLUMNS))})"
+                connection.exec_driver_sql(
+                    sql,
+                    [
+                        tuple(ts(v) if c in _SEND_LOG_TIMES else v for c, v in zip(SEND_LOG_COLUMNS, (r[c] for c in SEND_LOG_COLUMNS), strict=True))
+                        for r in write.send_log
+                    ],
+                )
+            if write.new_touchpoints:
+                sql = (
+                    f"INSERT INTO touchpoint ({', '.join(_NEW_TOUCHPOINT_COLUMNS)}) "
+                    f"VALUES ({ph(len(_NEW_TOUCHPOINT_COLUMNS))}) ON CONFLICT (idempotency_key) DO NOTHING"
+                )
+                connection.exec_driver_sql(
+                    sql,
+                    [
+                        tuple(ts(r[c]) if c in _TOUCHPOINT_TIMES else r[c] for c in _NEW_TOUCHPOINT_COLUMNS)
+                        for r in write.new_touchpoints
+                    ],
+                )
+            if write.attention:
+                updates = ", ".join(f"{c} = excluded.{c}" for c in _ATTENTION_COLUMNS[1:])
+                sql = (
+                    f"INSERT INTO attention ({', '.join(_ATTENTION_COLUMNS)}) VALUES ({ph(len(_ATTENTION_COLUMNS))}) "
+                    f"ON CONFLICT (recipient_id) DO UPDATE SET {updates}"
+                )
+                connection.exec_driver_sql(
+                    sql,
+                    [
+                        tuple(
+                            ts(r[c]) if c in _ATTENTION_TIMES else js(r[c]) if c in _ATTENTION_JSON else r[c]
+                            for c in _ATTENTION_COLUMNS
+                        )
+                        for r in write.attention
+                    ],
+                )
             if write.enrollments_ended:
-                connection.execute(
-                    enrollment_t.update()
-                    .where(enrollment_t.c.id == sa.bindparam("b_id"), enrollment_t.c.state == "active")
-                    .values(state=sa.bindparam("b_state"), ended_at=sa.bindparam("b_ended_at")),
-                    write.enrollments_ended,
+                sql = (
+                    "UPDATE enrollment SET state = {0}, ended_at = {0} WHERE id = {0} AND state = 'active'"
+                ).format(ph(1))
+                connection.exec_driver_sql(
+                    sql, [(r["b_state"], ts(r["b_ended_at"]), r["b_id"]) for r in write.enrollments_ended]
                 )
             if write.suppress:
                 connection.execute(
@@ -577,6 +638,26 @@ class Store:
                     write.suppress,
                 )
             return lost
+
+    @staticmethod
+    def _read_timestamp(value: Any) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)  # type: ignore[no-any-return]
+
+    def _placeholders(self, count: int) -> str:
+        mark = "?" if self.dialect == "sqlite" else "%s"
+        return ", ".join([mark] * count)
+
+    def _timestamp(self, value: datetime | None) -> Any:
+        """A timestamp as the driver stores it (the same text SQLAlchemy writes on SQLite)."""
+        if value is None or self.dialect != "sqlite":
+            return value
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
     def release(self, ids: Sequence[int], owner: str) -> None:
         """Give up leases (used when a batch cannot be finished)."""

@@ -124,6 +124,9 @@ def render_context(
     }
 
 
+_JINJA_MARKUP = re.compile(r"\{[{%#]")
+
+
 @dataclass(frozen=True)
 class _Part:
     template: Template
@@ -138,6 +141,17 @@ class CompiledStep:
         self._subject = subject
         self._body = body
         self.body_format: BodyFormat = fmt
+
+    def _sources(self) -> tuple[str | None, str, str, BodyFormat]:
+        subject = self._subject.source if self._subject else None
+        return subject, self._body.source, self._body.filename, self.body_format
+
+    def __eq__(self, other: object) -> bool:
+        """Steps compiled from the same sources are equal (so are campaigns loaded twice)."""
+        return isinstance(other, CompiledStep) and self._sources() == other._sources()
+
+    def __hash__(self) -> int:
+        return hash(self._sources())
 
     def render(self, context: Mapping[str, Any]) -> RenderedMessage:
         """Render the message; raise ``TemplateRenderError`` on an undefined variable."""
@@ -171,7 +185,7 @@ class CompiledStep:
 def compile_step(step: Step, base_dir: Path) -> CompiledStep:
     """Compile a step's templates; raise ``TemplateSourceError`` listing every problem."""
     environment = ImmutableSandboxedEnvironment(
-        loader=FileSystemLoader(base_dir),
+        loader=FileSystemLoader(base_dir.resolve()),
         undefined=StrictUndefined,
         autoescape=lambda name: body_format(name) == "html",
         auto_reload=False,
@@ -246,6 +260,8 @@ def _syntax_message(error: TemplateSyntaxError) -> str:
 
 
 def _render_part(part: _Part, name: Literal["subject", "body"], context: Mapping[str, Any]) -> str:
+    if not _JINJA_MARKUP.search(part.source):
+        return part.source  # plain text renders to itself; skip the template machinery
     try:
         return part.template.render(context)
     except UndefinedError as error:
@@ -305,10 +321,13 @@ def _template_line(error: BaseException, filename: str) -> int | None:
 # -- HTML to plain text -------------------------------------------------------------------
 
 _DROPPED_TAGS = frozenset({"script", "style", "head", "title", "template"})
-_BLOCK_TAGS = frozenset(
-    "address article aside blockquote div dl dt dd footer form h1 h2 h3 h4 h5 h6 header hr "
-    "li main nav ol p pre section table ul".split()
-)
+# fmt: off
+_BLOCK_TAGS = frozenset({
+    "address", "article", "aside", "blockquote", "div", "dl", "dt", "dd", "footer", "form",
+    "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre",
+    "section", "table", "ul",
+})
+# fmt: on
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
 
