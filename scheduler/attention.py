@@ -7,7 +7,7 @@ NV(t) of SPEC section 7 builds on this state (docs/attention-model.md).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,7 +64,7 @@ def _half(elapsed: timedelta, half_life: timedelta) -> float:
 def decayed(state: AttentionState, at: datetime, params: AttentionSettings) -> AttentionState:
     """The state as of ``at``: fatigue fades, the asset drifts back to its start, counts age."""
     if state.updated_at is None or at <= state.updated_at:
-        return state if state.updated_at is not None else replace(state, updated_at=at)
+        return state  # nothing to decay (never touched, or no time has passed)
     elapsed = at - state.updated_at
     rest = params.asset_start
     factor = _half(elapsed, params.engagement_half_life)
@@ -105,7 +105,7 @@ def on_send(
         SendRecord(at=at, channel=channel, kind=kind),
     )
     return AttentionState(
-        updated_at=current.updated_at,
+        updated_at=current.updated_at or at,
         asset=current.asset,
         expectation=current.expectation,
         fatigue=current.fatigue + weight,

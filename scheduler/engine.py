@@ -490,12 +490,14 @@ class Engine:
     async def _deliver(self, items: Sequence[_Planned]) -> None:
         if not items:
             return
-        semaphore = asyncio.Semaphore(self.settings.engine.concurrency)
+        queue = iter(items)
 
-        async def one(item: _Planned) -> None:
-            assert item.message is not None
-            adapter = self.adapters[item.message.channel]
-            async with semaphore:
+        async def worker() -> None:
+            # A fixed pool of workers pulls from one queue: `concurrency` sends in flight at
+            # most, without a task per message.
+            for item in queue:
+                assert item.message is not None
+                adapter = self.adapters[item.message.channel]
                 started = time.perf_counter()
                 try:
                     item.result = await adapter.send(item.message)
@@ -503,7 +505,8 @@ class Engine:
                     item.result = SendResult.from_exception(exc)
                 item.latency_ms = (time.perf_counter() - started) * 1000
 
-        await asyncio.gather(*(one(item) for item in items))
+        workers = min(self.settings.engine.concurrency, len(items))
+        await asyncio.gather(*(worker() for _ in range(workers)))
 
     def _record(self, planned: Sequence[_Planned], context: Any, now: datetime) -> tuple[BatchWrite, list[DecisionRow]]:
         write = BatchWrite()
@@ -535,7 +538,7 @@ class Engine:
                 attempt=attempt if item.message is not None else None,
             )  # fmt: skip
             rows.append(row)
-            write.send_log.append(row.as_row())
+            write.send_log.append(row)
             if decision == "deferred":
                 assert item.decision.deferred_until is not None
                 write.rescheduled.append(

@@ -8,6 +8,7 @@ enrollment, upserts) read more plainly.
 from __future__ import annotations
 
 import json
+import operator
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -58,7 +59,10 @@ SEND_LOG_COLUMNS = (
     "engagement_p", "relevance", "value", "net_value", "threshold", "propensity",
     "provider_message_id", "error", "latency_ms", "attempt",
 )  # fmt: skip
-_SEND_LOG_TIMES = frozenset({"at", "deferred_until"})
+CLAIMED_COLUMNS = (
+    "id", "enrollment_id", "campaign_id", "recipient_id", "step_id", "channel",
+    "idempotency_key", "scheduled_at", "due_at", "attempts",
+)  # fmt: skip
 _NEW_TOUCHPOINT_COLUMNS = (
     "enrollment_id", "campaign_id", "recipient_id", "step_id", "channel", "idempotency_key",
     "state", "scheduled_at", "due_at", "attempts", "created_at",
@@ -155,7 +159,7 @@ def migrate_database(url: str) -> None:
 class BatchWrite:
     """Everything one batch changes, written in one transaction."""
 
-    send_log: list[Row] = field(default_factory=list)
+    send_log: list[Any] = field(default_factory=list)  # objects with the SEND_LOG_COLUMNS attributes
     done: list[Row] = field(default_factory=list)
     rescheduled: list[Row] = field(default_factory=list)
     new_touchpoints: list[Row] = field(default_factory=list)
@@ -530,10 +534,10 @@ class Store:
                 lease_expires_at=lease_until,
                 attempts=t.c.attempts + sa.case((t.c.lease_owner.is_not(None), 1), else_=0),
             )
-            .returning(*t.columns)
+            .returning(*(t.c[name] for name in CLAIMED_COLUMNS))
         )
         with self.transaction() as connection:
-            return [dict(r) for r in connection.execute(stmt).mappings()]
+            return [dict(zip(CLAIMED_COLUMNS, r, strict=True)) for r in connection.execute(stmt)]
 
     def load_context(self, touchpoints: Sequence[Row]) -> BatchContext:
         """Recipients, consent, attention and enrollments for a claimed batch."""
@@ -542,13 +546,9 @@ class Store:
         with self.engine.connect() as connection:
             recipients = self.recipients_by_id(connection, recipient_ids)
             consents: dict[str, dict[str, str]] = {}
-            for chunk in _chunks(list(recipient_ids), 5000):
-                for row in connection.execute(
-                    sa.select(consent_t.c.recipient_id, consent_t.c.channel, consent_t.c.status).where(
-                        consent_t.c.recipient_id.in_(chunk)
-                    )
-                ):
-                    consents.setdefault(row[0], {})[row[1]] = row[2]
+            for row in self._select_in(connection, "consent", ("recipient_id", "channel", "status"),
+                                       "recipient_id", list(recipient_ids)):  # fmt: skip
+                consents.setdefault(row["recipient_id"], {})[row["channel"]] = row["status"]
             attention = self.attention_of(connection, recipient_ids)
             enrollments = {
                 row["id"]: row
@@ -564,7 +564,18 @@ class Store:
         Rows whose lease this owner no longer holds are not touched; returns how many were lost.
         The statements go to the driver directly: this is the hot path of every tick.
         """
-        ts, js, ph = self._timestamp, json.dumps, self._placeholders
+        ph, js = self._placeholders, json.dumps
+        converted: dict[datetime, Any] = {}
+
+        def ts(value: datetime | None) -> Any:
+            # Most timestamps of a batch are the tick's own instant: convert each value once.
+            if value is None:
+                return None
+            found = converted.get(value)
+            if found is None:
+                found = converted[value] = self._timestamp(value)
+            return found
+
         with self.transaction() as connection:
             lost = 0
             if write.done:
@@ -588,13 +599,15 @@ class Store:
                 lost += len(params) - max(connection.exec_driver_sql(sql, params).rowcount, 0)
             if write.send_log:
                 sql = f"INSERT INTO send_log ({', '.join(SEND_LOG_COLUMNS)}) VALUES ({ph(len(SEND_LOG_COLUMNS))})"
-                connection.exec_driver_sql(
-                    sql,
-                    [
-                        tuple(ts(v) if c in _SEND_LOG_TIMES else v for c, v in zip(SEND_LOG_COLUMNS, (r[c] for c in SEND_LOG_COLUMNS), strict=True))
-                        for r in write.send_log
-                    ],
-                )
+                fields = operator.attrgetter(*SEND_LOG_COLUMNS)
+                at_index, until_index = SEND_LOG_COLUMNS.index("at"), SEND_LOG_COLUMNS.index("deferred_until")
+                params = []
+                for entry in write.send_log:
+                    values = list(fields(entry))
+                    values[at_index] = ts(values[at_index])
+                    values[until_index] = ts(values[until_index])
+                    params.append(tuple(values))
+                connection.exec_driver_sql(sql, params)
             if write.new_touchpoints:
                 sql = (
                     f"INSERT INTO touchpoint ({', '.join(_NEW_TOUCHPOINT_COLUMNS)}) "

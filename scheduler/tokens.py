@@ -59,5 +59,5 @@ class TokenSigner:
             return None
 
     def _mac(self, key_id: str, payload: str) -> str:
-        digest = hmac.new(self.keys[key_id], f"{key_id}.{payload}".encode(), hashlib.sha256)
-        return _b64(digest.digest()[:20])
+        digest = hmac.digest(self.keys[key_id], f"{key_id}.{payload}".encode(), hashlib.sha256)
+        return _b64(digest[:20])
