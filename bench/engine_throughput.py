@@ -76,8 +76,9 @@ def main() -> int:
         engine={"batch_size": args.batch_size},
         logging={"level": "warning"},
     )
-    import structlog
     import logging
+
+    import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     n = args.recipients
@@ -94,7 +95,10 @@ def main() -> int:
     enrolled, _ = engine.enroll("bench", ids, at=start)
     del ids
     t2 = time.perf_counter()
-    print(f"setup: {n} recipients upserted in {t1 - t0:.1f}s, {enrolled} enrolled in {t2 - t1:.1f}s", flush=True)
+    print(
+        f"setup: {n} recipients upserted in {t1 - t0:.1f}s, {enrolled} enrolled in {t2 - t1:.1f}s",
+        flush=True,
+    )
 
     decided = 0
     tick_seconds = 0.0
@@ -105,7 +109,11 @@ def main() -> int:
         elapsed = time.perf_counter() - began
         tick_seconds += elapsed
         decided += result.decided
-        print(f"tick {day + 1}: {result.decided} decided in {elapsed:.1f}s ({result.decided / elapsed:,.0f}/s) {dict(result.counts)}", flush=True)
+        print(
+            f"tick {day + 1}: {result.decided} decided in {elapsed:.1f}s "
+            f"({result.decided / elapsed:,.0f}/s) {dict(result.counts)}",
+            flush=True,
+        )
     logged = engine.store.count("send_log")
     engine.close()
     print(f"recipients={n} touchpoints_decided={decided} send_log_rows={logged}")

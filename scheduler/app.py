@@ -53,7 +53,9 @@ def channel_table(name: str, table: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def build_adapters(settings: Settings) -> tuple[dict[str, Adapter], dict[str, str], dict[str, dict[str, Any]]]:
+def build_adapters(
+    settings: Settings,
+) -> tuple[dict[str, Adapter], dict[str, str], dict[str, dict[str, Any]]]:
     """One adapter per channel; also each channel's adapter name and resolved table."""
     adapters: dict[str, Adapter] = {}
     names: dict[str, str] = {}

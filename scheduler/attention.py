@@ -101,9 +101,7 @@ def on_send(
     for topic in topics:
         last_sent[topic] = at
     horizon = at - keep
-    sends = tuple(s for s in current.recent_sends if s.at > horizon) + (
-        SendRecord(at=at, channel=channel, kind=kind),
-    )
+    sends = (*(s for s in current.recent_sends if s.at > horizon), SendRecord(at=at, channel=channel, kind=kind))
     return AttentionState(
         updated_at=current.updated_at or at,
         asset=current.asset,
@@ -160,12 +158,9 @@ def from_row(row: Mapping[str, Any]) -> AttentionState:
         fatigue=row["fatigue"],
         engagement={c: (float(v[0]), float(v[1])) for c, v in (row["engagement"] or {}).items()},
         interests=dict(row["interests"] or {}),
-        topic_last_sent={
-            k: _instant(v) for k, v in (row["topic_last_sent"] or {}).items()
-        },
+        topic_last_sent={k: _instant(v) for k, v in (row["topic_last_sent"] or {}).items()},
         recent_sends=tuple(
-            SendRecord(at=_instant(at), channel=channel, kind=kind)
-            for at, channel, kind in (row["recent_sends"] or [])
+            SendRecord(at=_instant(at), channel=channel, kind=kind) for at, channel, kind in (row["recent_sends"] or [])
         ),
         open_request=bool(row["open_request"]),
         last_inbound_at=row["last_inbound_at"],

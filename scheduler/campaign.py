@@ -156,15 +156,11 @@ class Condition(_Model):
     @model_validator(mode="after")
     def _one_operator(self) -> Condition:
         if len(self.model_fields_set) != 1:
-            raise ValueError(
-                "use exactly one operator: in, not_in, eq, ne, gt, gte, lt, lte or exists"
-            )
+            raise ValueError("use exactly one operator: in, not_in, eq, ne, gt, gte, lt, lte or exists")
         return self
 
     @classmethod
-    def __get_pydantic_json_schema__(
-        cls, schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
+    def __get_pydantic_json_schema__(cls, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
         table = handler(schema)
         table.update(minProperties=1, maxProperties=1)
         return {"anyOf": [{"type": ["string", "number", "boolean"]}, table]}
@@ -308,9 +304,7 @@ class SendWindow(_Model):
     timezone: str | None = Field(
         None, description="IANA time zone used when the recipient has none, e.g. America/New_York"
     )
-    days: list[Weekday] = Field(
-        default_factory=lambda: list(WEEKDAYS), min_length=1, description="days allowed"
-    )
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1, description="days allowed")
     start: ClockTime = Field(time(0, 0), description='opening time, "HH:MM" (24-hour)')
     end: EndTime = Field(None, description='closing time, "HH:MM"; default end of day ("24:00")')
 
@@ -344,9 +338,7 @@ class Trigger(_Model):
     segment: dict[str, Condition] | None = Field(
         None, description="enroll everyone matching these conditions (needs `schedule`)"
     )
-    schedule: str | None = Field(
-        None, description='cron expression for checking the segment, e.g. "0 9 * * MON"'
-    )
+    schedule: str | None = Field(None, description='cron expression for checking the segment, e.g. "0 9 * * MON"')
     reenroll: bool = Field(False, description="enroll again after finishing the campaign")
 
     @field_validator("schedule")
@@ -381,14 +373,10 @@ class Step(_Model):
     """One touch of the sequence."""
 
     id: str = Field(pattern=_ID_PATTERN, description="stable step id (letters, digits, - and _)")
-    after: Duration = Field(
-        timedelta(0), description="wait after enrollment (first step) or the previous step"
-    )
+    after: Duration = Field(timedelta(0), description="wait after enrollment (first step) or the previous step")
     channel: str = Field(min_length=1, description="channel name from the config: email, sms")
     subject: str | None = Field(None, description="email subject (Jinja template)")
-    template: str | None = Field(
-        None, description="body template file, relative to this campaign file's folder"
-    )
+    template: str | None = Field(None, description="body template file, relative to this campaign file's folder")
     text: str | None = Field(None, description="inline plain-text body (Jinja template)")
     value: float = Field(0.5, ge=0, le=1, description="what the touch is worth to the recipient")
     topics: list[str] = Field(default_factory=list, description="topics, for relevance")
@@ -439,9 +427,7 @@ class Campaign(_Model):
         seen: set[str] = set()
         for step in steps:
             if step.id in seen:
-                raise PydanticCustomError(
-                    "duplicate_step_id", "duplicate step id '{step_id}'", {"step_id": step.id}
-                )
+                raise PydanticCustomError("duplicate_step_id", "duplicate step id '{step_id}'", {"step_id": step.id})
             seen.add(step.id)
         return steps
 
@@ -551,9 +537,7 @@ def load_campaign(
         text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
         data = tomllib.loads(text)
     except (OSError, UnicodeDecodeError) as error:
-        raise CampaignError(
-            [Diagnostic(path, 1, 1, f"cannot read campaign file: {error}")]
-        ) from None
+        raise CampaignError([Diagnostic(path, 1, 1, f"cannot read campaign file: {error}")]) from None
     except tomllib.TOMLDecodeError as error:
         raise CampaignError([_syntax_diagnostic(path, text, str(error))]) from None
     source_map = SourceMap(text)
@@ -716,9 +700,7 @@ def _friendly(item: Any) -> str:
     return str(message).replace("Input should be", "must be")
 
 
-def _duplicate_step_ids(
-    path: Path, data: dict[str, Any], source_map: SourceMap
-) -> list[Diagnostic]:
+def _duplicate_step_ids(path: Path, data: dict[str, Any], source_map: SourceMap) -> list[Diagnostic]:
     steps = data.get("steps")
     first_index: dict[str, int] = {}
     diagnostics = []
@@ -774,9 +756,7 @@ class _StepCheck:
             at_value=True,
         )
 
-    def templates(
-        self, recipient: Mapping[str, Any], campaign_id: str, campaign_name: str
-    ) -> CompiledStep | None:
+    def templates(self, recipient: Mapping[str, Any], campaign_id: str, campaign_name: str) -> CompiledStep | None:
         """Compile the step and render it against ``recipient``; report what fails."""
         step = self.step
         try:
@@ -798,16 +778,10 @@ class _StepCheck:
             unsubscribe_url=SAMPLE_UNSUBSCRIBE_URL,
         )
         for failure in compiled.check(context):
-            key = (
-                "subject"
-                if failure.part == "subject"
-                else ("template" if step.template else "text")
-            )
+            key = "subject" if failure.part == "subject" else ("template" if step.template else "text")
             message = failure.detail
             if key == "template":
-                message += f" ({step.template}" + (
-                    f", line {failure.line})" if failure.line else ")"
-                )
+                message += f" ({step.template}" + (f", line {failure.line})" if failure.line else ")")
             if failure.variable and failure.variable.startswith("recipient."):
                 message += f"; the sample recipient has: {', '.join(sorted(recipient))}"
             self._report(key, message)

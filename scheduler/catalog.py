@@ -44,7 +44,6 @@ class CampaignCatalog:
         self.campaigns: dict[str, Campaign] = {}
         self._by_file: dict[Path, Campaign] = {}
         self._signature: tuple[tuple[str, int, int], ...] | None = None
-        self._successors: dict[tuple[str, str], str | None] = {}
         self.loaded_once = False
 
     def get(self, campaign_id: str) -> Campaign | None:
@@ -61,10 +60,6 @@ class CampaignCatalog:
     def scheduled(self) -> list[Campaign]:
         """Campaigns that enroll a segment on a cron schedule."""
         return [c for c in self.campaigns.values() if c.trigger.schedule]
-
-    def successor_of_removed(self, campaign_id: str, step_id: str) -> str | None:
-        """For a step removed by a reload: the step that followed it and still exists."""
-        return self._successors.get((campaign_id, step_id))
 
     def signature(self) -> tuple[tuple[str, int, int], ...]:
         """A cheap fingerprint of every file under the directory (for change detection)."""
@@ -85,9 +80,7 @@ class CampaignCatalog:
         self._signature = self.signature()
         report = ReloadReport()
         if not self.directory.is_dir():
-            error = CampaignError(
-                [Diagnostic(self.directory, 1, 1, "campaigns directory not found")]
-            )
+            error = CampaignError([Diagnostic(self.directory, 1, 1, "campaigns directory not found")])
             report.errors.append(error)
             log.error("campaigns_dir_missing", path=str(self.directory))
             return report
@@ -95,9 +88,7 @@ class CampaignCatalog:
         by_file: dict[Path, Campaign] = {}
         for path in files:
             try:
-                by_file[path] = load_campaign(
-                    path, channels=self.channels, sample_recipient=self.sample_recipient
-                )
+                by_file[path] = load_campaign(path, channels=self.channels, sample_recipient=self.sample_recipient)
             except CampaignError as exc:
                 report.errors.append(exc)
                 for diagnostic in exc.diagnostics:
@@ -108,17 +99,12 @@ class CampaignCatalog:
         campaigns: dict[str, Campaign] = {}
         for path, campaign in by_file.items():
             if campaign.id in campaigns:
-                error = CampaignError(
-                    [Diagnostic(path, 1, 1, f"duplicate campaign id {campaign.id!r}")]
-                )
+                error = CampaignError([Diagnostic(path, 1, 1, f"duplicate campaign id {campaign.id!r}")])
                 report.errors.append(error)
                 log.error("campaign_invalid", error=str(error))
                 continue
             campaigns[campaign.id] = campaign
-        self._remember_successors(campaigns)
-        report.loaded.extend(
-            cid for cid, c in campaigns.items() if self.campaigns.get(cid) is not c
-        )
+        report.loaded.extend(cid for cid, c in campaigns.items() if self.campaigns.get(cid) is not c)
         report.removed.extend(cid for cid in self.campaigns if cid not in campaigns)
         self._by_file = by_file
         self.campaigns = campaigns
@@ -126,14 +112,3 @@ class CampaignCatalog:
         if report.loaded or report.removed:
             log.info("campaigns_loaded", loaded=report.loaded, removed=report.removed)
         return report
-
-    def _remember_successors(self, new: Mapping[str, Campaign]) -> None:
-        for campaign_id, old in self.campaigns.items():
-            current = new.get(campaign_id)
-            surviving = {s.id for s in current.steps} if current else set()
-            order = [s.id for s in old.steps]
-            for index, step_id in enumerate(order):
-                if step_id in surviving:
-                    continue
-                following = next((s for s in order[index + 1 :] if s in surviving), None)
-                self._successors[(campaign_id, step_id)] = following

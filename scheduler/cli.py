@@ -25,7 +25,10 @@ from scheduler.errors import CampaignError, ConfigError, TactError
 from scheduler.logs import configure_logging
 from scheduler.readers import RawRow, read_rows
 
-app = typer.Typer(help="Tact: drip-campaign touchpoints, each one worth the recipient's attention.", no_args_is_help=True)
+app = typer.Typer(
+    help="Tact: drip-campaign touchpoints, each one worth the recipient's attention.",
+    no_args_is_help=True,
+)
 recipients_app = typer.Typer(help="Recipients.", no_args_is_help=True)
 events_app = typer.Typer(help="Events.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -33,12 +36,18 @@ app.add_typer(recipients_app, name="recipients")
 app.add_typer(events_app, name="events")
 app.add_typer(db_app, name="db")
 
-err = Console(stderr=True)
-out = Console()
+# soft_wrap: a line is never broken at the terminal width (scripts parse these lines).
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="Configuration file (TOML). Env vars TACT_* override it.", envvar="TACT_CONFIG"),
+    typer.Option(
+        "--config",
+        "-c",
+        help="Configuration file (TOML). Env vars TACT_* override it.",
+        envvar="TACT_CONFIG",
+    ),
 ]
 
 
@@ -103,7 +112,10 @@ def tick(
 
 @app.command()
 def validate(
-    paths: Annotated[list[Path] | None, typer.Argument(help="Campaign files or directories; default: campaigns_dir.")] = None,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Campaign files or directories; default: campaigns_dir."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Check the configuration, campaign files and templates; exit 1 with file:line:col lines."""
@@ -126,14 +138,21 @@ def validate(
     ids: dict[str, Path] = {}
     for file in files:
         try:
-            campaign = load_campaign(file, channels=settings.channels.keys(), sample_recipient=settings.sample_recipient or None)
+            campaign = load_campaign(
+                file,
+                channels=settings.channels.keys(),
+                sample_recipient=settings.sample_recipient or None,
+            )
         except CampaignError as exc:
             for diagnostic in exc.diagnostics:
                 typer.echo(str(diagnostic), err=True)
             problems += len(exc.diagnostics)
             continue
         if campaign.id in ids:
-            typer.echo(f"{file}:1:1: duplicate campaign id {campaign.id!r} (also in {ids[campaign.id]})", err=True)
+            typer.echo(
+                f"{file}:1:1: duplicate campaign id {campaign.id!r} (also in {ids[campaign.id]})",
+                err=True,
+            )
             problems += 1
         ids[campaign.id] = file
     if problems:
@@ -143,7 +162,10 @@ def validate(
 
 
 def _import(
-    path: Path, config: Path | None, what: str, ingest: Callable[[Engine, list[Mapping[str, Any]]], IngestReport]
+    path: Path,
+    config: Path | None,
+    what: str,
+    ingest: Callable[[Engine, list[Mapping[str, Any]]], IngestReport],
 ) -> None:
     settings = _settings(config)
     if not path.is_file():
@@ -201,15 +223,22 @@ def _import(
 
 @recipients_app.command("import")
 def recipients_import(
-    file: Annotated[Path, typer.Argument(help="CSV or JSON lines file.")], config: ConfigOption = None
+    file: Annotated[Path, typer.Argument(help="CSV or JSON lines file.")],
+    config: ConfigOption = None,
 ) -> None:
     """Import recipients (CSV or JSONL): good rows kept, bad rows reported by line, exit 1 if any."""
-    _import(file, config, "recipients", lambda engine, rows: engine.upsert_recipients(rows, source="import"))
+    _import(
+        file,
+        config,
+        "recipients",
+        lambda engine, rows: engine.upsert_recipients(rows, source="import"),
+    )
 
 
 @events_app.command("import")
 def events_import(
-    file: Annotated[Path, typer.Argument(help="CSV or JSON lines file.")], config: ConfigOption = None
+    file: Annotated[Path, typer.Argument(help="CSV or JSON lines file.")],
+    config: ConfigOption = None,
 ) -> None:
     """Import events (CSV or JSONL); replays are ignored, bad rows reported by line."""
     _import(file, config, "events", lambda engine, rows: engine.record_events(rows))
@@ -231,7 +260,11 @@ def enroll(
         except TactError as exc:
             err.print(f"error: {exc}", highlight=False, markup=False)
             raise typer.Exit(2) from None
-    out.print(f"enrolled {enrolled} of {len(set(recipients))} in {campaign}", highlight=False, markup=False)
+    out.print(
+        f"enrolled {enrolled} of {len(set(recipients))} in {campaign}",
+        highlight=False,
+        markup=False,
+    )
     if unknown:
         err.print(f"unknown recipients: {', '.join(unknown)}", highlight=False, markup=False)
         raise typer.Exit(1)
@@ -279,14 +312,27 @@ def log_command(
     with _engine(settings) as engine:
         rows = engine.store.send_log_rows(filters, limit=limit)
         if format is LogFormat.table:
-            table = Table(*("id", "at", "recipient", "campaign", "step", "channel", "decision", "reason", "until"))
+            table = Table(
+                *(
+                    "id",
+                    "at",
+                    "recipient",
+                    "campaign",
+                    "step",
+                    "channel",
+                    "decision",
+                    "reason",
+                    "until",
+                )
+            )
             for row in rows:
                 table.add_row(
                     str(row["id"]), row["at"].strftime("%Y-%m-%d %H:%M"), row["recipient_id"], row["campaign_id"],
                     row["step_id"], row["channel"] or "", row["decision"], row["reason"],
                     row["deferred_until"].strftime("%Y-%m-%d %H:%M") if row["deferred_until"] else "",
                 )  # fmt: skip
-            out.print(table)
+            # Piped output is not cut to 80 columns: ids and reasons stay whole.
+            (out if out.is_terminal else Console(width=1000)).print(table)
         elif format is LogFormat.csv:
             writer = csv.writer(sys.stdout)
             writer.writerow(LOG_COLUMNS)

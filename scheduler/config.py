@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from scheduler.durations import parse_duration
 from scheduler.errors import ConfigError
+from scheduler.tomlpos import SourceMap
 
 
 def _duration(value: Any) -> Any:
@@ -156,7 +157,10 @@ class Settings(BaseSettings):
     """Every setting of Tact; see ``config.example.toml``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TACT_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+        env_prefix="TACT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
     )
 
     timezone: str = "UTC"
@@ -209,24 +213,35 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
     try:
         settings = bound(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, toml_path)) from exc
+        raise ConfigError(_describe(exc, toml_path, raw)) from exc
     if (
         toml_path is not None
         and "campaigns_dir" in raw
         and not settings.campaigns_dir.is_absolute()
         and "campaigns_dir" not in overrides
     ):
-        settings = settings.model_copy(
-            update={"campaigns_dir": toml_path.parent / settings.campaigns_dir}
-        )
+        settings = settings.model_copy(update={"campaigns_dir": toml_path.parent / settings.campaigns_dir})
     return settings
 
 
-def _describe(exc: ValidationError, path: Path | None) -> str:
-    where = f"{path}: " if path else ""
+def _describe(exc: ValidationError, path: Path | None, raw: dict[str, Any]) -> str:
+    """One ``file:line:col: key: message`` line per problem (position only for keys in the file)."""
+    source = SourceMap(path.read_text()) if path is not None else None
     lines = []
     for error in exc.errors():
-        location = ".".join(str(part) for part in error["loc"])
+        loc = tuple(part for part in error["loc"] if part != "settings")
+        location = ".".join(str(part) for part in loc)
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        where = ""
+        if source is not None and path is not None and _in_file(raw, loc):
+            position = source.key(loc) if error["type"] == "extra_forbidden" else source.value(loc)
+            where = f"{path}:{position.line}:{position.column}: "
+        elif path is not None:
+            where = f"{path}: "
         lines.append(f"{where}{location}: {message}")
     return "invalid configuration:\n" + "\n".join(lines)
+
+
+def _in_file(raw: Any, loc: tuple[Any, ...]) -> bool:
+    """Whether the file itself holds the first key of ``loc`` (else it came from the environment)."""
+    return bool(loc) and isinstance(raw, dict) and loc[0] in raw

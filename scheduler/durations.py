@@ -14,9 +14,7 @@ def parse_duration(text: str) -> timedelta:
     """Parse a duration such as ``1d12h``; raise ``ValueError`` with a readable message."""
     cleaned = text.strip().lower()
     if not cleaned or not _WHOLE.match(cleaned):
-        raise ValueError(
-            f"invalid duration {text!r}: use a number and a unit (s, m, h, d, w), e.g. '2d' or '1d12h'"
-        )
+        raise ValueError(f"invalid duration {text!r}: use a number and a unit (s, m, h, d, w), e.g. '2d' or '1d12h'")
     seconds = 0
     seen: set[str] = set()
     for number, unit in _PART.findall(cleaned):

@@ -91,7 +91,7 @@ class DecisionRow:
 
     def as_row(self) -> Row:
         """The send_log row."""
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 @dataclass
@@ -158,6 +158,7 @@ class Engine:
         self.clock = clock
         self.owner = settings.engine.worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.offload_db = False
+        self.removed_steps: dict[str, dict[str, str | None]] = {}
         self._random = random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -189,9 +190,7 @@ class Engine:
             raise TactError("engine is closed")
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
-            self._loop_thread = threading.Thread(
-                target=self._loop.run_forever, name="tact-engine", daemon=True
-            )
+            self._loop_thread = threading.Thread(target=self._loop.run_forever, name="tact-engine", daemon=True)
             self._loop_thread.start()
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
@@ -255,7 +254,8 @@ class Engine:
             latest[record.id] = record if record.id not in latest else _merge_records(latest[record.id], record)
         with self.store.engine.connect() as connection:
             existing = self.store.recipients_by_id(connection, latest)
-        rows, consents = [], []
+        rows: list[Row] = []
+        consents: list[Row] = []
         for rid, record in latest.items():
             given = record.model_fields_set
             row = existing.get(rid) or {
@@ -270,7 +270,13 @@ class Engine:
             row["updated_at"] = now
             rows.append(row)
             consents.extend(
-                {"recipient_id": rid, "channel": channel, "status": status, "source": source, "at": now}
+                {
+                    "recipient_id": rid,
+                    "channel": channel,
+                    "status": status,
+                    "source": source,
+                    "at": now,
+                }
                 for channel, status in record.consent.items()
             )
         self.store.upsert_recipients(rows, consents)
@@ -294,9 +300,7 @@ class Engine:
             rows = []
             for index, event in chunk:
                 if event.recipient_id not in known:
-                    report.rejected.append(
-                        (index, "unknown_recipient", f"no recipient with id {event.recipient_id!r}")
-                    )
+                    report.rejected.append((index, "unknown_recipient", f"no recipient with id {event.recipient_id!r}"))
                     continue
                 rows.append(_event_row(event, now))
             duplicates = self.store.insert_events(rows) if rows else set()
@@ -305,7 +309,9 @@ class Engine:
         report.rejected.sort()
         return report
 
-    def enroll(self, campaign_id: str, recipient_ids: Sequence[str], at: datetime | None = None) -> tuple[int, list[str]]:
+    def enroll(
+        self, campaign_id: str, recipient_ids: Sequence[str], at: datetime | None = None
+    ) -> tuple[int, list[str]]:
         """Enroll recipients in a campaign by hand; return (enrolled, unknown recipient ids)."""
         return self.journeys.enroll(campaign_id, recipient_ids, (at or self.clock()).astimezone(UTC))
 
@@ -316,18 +322,29 @@ class Engine:
         return report
 
     def sync_campaigns(self) -> None:
-        """Record the loaded campaigns in the ``campaign`` table."""
+        """Record the loaded campaigns in the ``campaign`` table, with where the journeys of
+        removed steps go on (kept in the database, so a restart between edits loses nothing)."""
         now = self.clock()
+        stored = self.store.campaign_steps()
+        for campaign in self.catalog:
+            old_steps, removed = stored.get(campaign.id, ([], {}))
+            self.removed_steps[campaign.id] = removed_step_successors(old_steps, removed, campaign)
         self.store.sync_campaigns(
             [
                 {
-                    "id": c.id, "name": c.name, "kind": c.kind, "priority": c.priority,
-                    "goal": c.exit.goal, "steps": [s.id for s in c.steps],
-                    "source": str(c.source) if c.source else None, "loaded_at": now,
+                    "id": c.id,
+                    "name": c.name,
+                    "kind": c.kind,
+                    "priority": c.priority,
+                    "goal": c.exit.goal,
+                    "steps": [s.id for s in c.steps],
+                    "removed_steps": self.removed_steps.get(c.id, {}),
+                    "source": str(c.source) if c.source else None,
+                    "loaded_at": now,
                 }
                 for c in self.catalog
             ]
-        )  # fmt: skip
+        )
 
     # -- the tick ------------------------------------------------------------------------------
 
@@ -337,7 +354,11 @@ class Engine:
         return function(*args)
 
     async def atick(
-        self, at: datetime | None = None, *, collect: bool = True, max_batches: int | None = None,
+        self,
+        at: datetime | None = None,
+        *,
+        collect: bool = True,
+        max_batches: int | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> TickResult:
         """One tick at ``at``: events, cron enrollments, then claimed batches until none is due
@@ -411,8 +432,13 @@ class Engine:
         return campaign.priority if campaign else 0
 
     def _decide_one(
-        self, touchpoint: Row, view: RecipientView | None, recipient: Row | None,
-        state: AttentionState, context: Any, now: datetime,
+        self,
+        touchpoint: Row,
+        view: RecipientView | None,
+        recipient: Row | None,
+        state: AttentionState,
+        context: Any,
+        now: datetime,
     ) -> _Planned:
         campaign = self.catalog.get(touchpoint["campaign_id"])
         step = campaign.step(touchpoint["step_id"]) if campaign else None
@@ -479,7 +505,8 @@ class Engine:
         if field_name is None:
             field_name = "phone" if "sms" in channel else "email"
         if field_name in ("email", "phone", "id"):
-            return recipient.get(field_name)  # type: ignore[no-any-return]
+            address = recipient.get(field_name)
+            return str(address) if address else None
         value = (recipient.get("attributes") or {}).get(field_name)
         return str(value) if value else None
 
@@ -542,13 +569,21 @@ class Engine:
             if decision == "deferred":
                 assert item.decision.deferred_until is not None
                 write.rescheduled.append(
-                    {"b_id": tp["id"], "b_due_at": item.decision.deferred_until, "b_attempts": tp["attempts"]}
+                    {
+                        "b_id": tp["id"],
+                        "b_due_at": item.decision.deferred_until,
+                        "b_attempts": tp["attempts"],
+                    }
                 )
                 continue
             if decision == "retrying":
                 diverged.add(tp["recipient_id"])
                 write.rescheduled.append(
-                    {"b_id": tp["id"], "b_due_at": now + self._backoff(attempt, result), "b_attempts": attempt}
+                    {
+                        "b_id": tp["id"],
+                        "b_due_at": now + self._backoff(attempt, result),
+                        "b_attempts": attempt,
+                    }
                 )
                 continue
             sent = decision == "sent"
@@ -625,7 +660,7 @@ class Engine:
                 if index is not None and index + 1 < len(campaign.steps):
                     following = campaign.steps[index + 1]
             else:
-                successor = self.catalog.successor_of_removed(campaign.id, tp["step_id"])
+                successor = self.removed_steps.get(campaign.id, {}).get(tp["step_id"])
                 following = campaign.step(successor) if successor else None
         if following is None:
             write.enrollments_ended.append({"b_id": tp["enrollment_id"], "b_state": "completed", "b_ended_at": now})
@@ -639,6 +674,28 @@ class Engine:
                 "scheduled_at": due, "due_at": due, "attempts": 0, "created_at": now,
             }
         )  # fmt: skip
+
+
+def removed_step_successors(
+    old_steps: Sequence[str], removed: Mapping[str, str | None], campaign: Campaign
+) -> dict[str, str | None]:
+    """For every step removed from a campaign so far: the step its journeys continue with.
+
+    ``old_steps`` is the previous version's step order and ``removed`` what earlier edits
+    recorded; a successor that was itself removed since is followed to a surviving step.
+    """
+    alive = {step.id for step in campaign.steps}
+    result = {step: following for step, following in removed.items() if step not in alive}
+    for index, step in enumerate(old_steps):
+        if step not in alive:
+            result[step] = next((s for s in old_steps[index + 1 :] if s in alive), None)
+    for step, following in list(result.items()):
+        seen: set[str] = set()
+        while following is not None and following not in alive and following not in seen:
+            seen.add(following)
+            following = result.get(following)
+        result[step] = following if following in alive else None
+    return result
 
 
 def _merge_records(first: Any, second: Any) -> Any:
@@ -666,7 +723,7 @@ def _event_row(event: Any, now: datetime) -> Row:
         "event_id": event.id,
         "recipient_id": event.recipient_id,
         "type": event.type,
-        "at": event.at,
+        "at": event.at or now,
         "channel": event.channel,
         "touchpoint_id": touchpoint_id,
         "message_id": event.message_id,

@@ -65,8 +65,7 @@ class SchemaOutOfDate(StoreError):
         self.current = current
         self.head = head
         super().__init__(
-            f"database schema is at revision {current or 'none'}, this Tact needs {head}; "
-            "run `tact db upgrade`"
+            f"database schema is at revision {current or 'none'}, this Tact needs {head}; run `tact db upgrade`"
         )
 
 

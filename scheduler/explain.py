@@ -63,7 +63,9 @@ def explain_recipient(engine: Engine, recipient_id: str, at: datetime | None = N
     lines.append(f"Last {len(rows)} decisions:" if rows else "No decisions yet.")
     for entry in rows:
         numbers = ", ".join(
-            f"{name} {entry[name]:.3f}" for name in ("asset", "fatigue", "value", "net_value") if entry[name] is not None
+            f"{name} {entry[name]:.3f}"
+            for name in ("asset", "fatigue", "value", "net_value")
+            if entry[name] is not None
         )
         until = f" until {_when(entry['deferred_until'])}" if entry["deferred_until"] else ""
         lines.append(

@@ -53,9 +53,7 @@ class Journeys:
                 if events:
                     self._apply(connection, events, now)
                     connection.execute(
-                        event_t.update()
-                        .where(event_t.c.id.in_([e["id"] for e in events]))
-                        .values(applied_at=now)
+                        event_t.update().where(event_t.c.id.in_([e["id"] for e in events])).values(applied_at=now)
                     )
             total += len(events)
             if len(events) < EVENT_CHUNK:
@@ -68,9 +66,7 @@ class Journeys:
         for row in self.store.enrollments_of(connection, recipient_ids):
             enrollments.setdefault(row["recipient_id"], []).append(row)
         params = self.settings.attention
-        states = {
-            rid: from_row(row) for rid, row in self.store.attention_of(connection, recipient_ids).items()
-        }
+        states = {rid: from_row(row) for rid, row in self.store.attention_of(connection, recipient_ids).items()}
         changed_states: set[str] = set()
         changed_enrollments: dict[int, Row] = {}
         new_enrollments: list[Row] = []
@@ -90,9 +86,7 @@ class Journeys:
                 changed_states.add(rid)
             consents.extend(self._consent_changes(event))
             if kind == "bounced" and (event["properties"] or {}).get("type", "hard") != "soft":
-                connection.execute(
-                    self._suppress_stmt(), {"b_id": rid, "b_at": at, "b_reason": "bounced"}
-                )
+                connection.execute(self._suppress_stmt(), {"b_id": rid, "b_at": at, "b_reason": "bounced"})
 
             for enrollment in enrollments.get(rid, []):
                 if enrollment["state"] != "active" or enrollment["enrolled_at"] > at:
@@ -115,9 +109,7 @@ class Journeys:
         self._write_enrollments(connection, new_enrollments, changed_enrollments.values())
         self.store.hasten_pending(connection, to_hasten, now)
         self.store.write_consents(connection, consents)
-        self.store.write_attention(
-            connection, [{"recipient_id": rid, **to_row(states[rid])} for rid in changed_states]
-        )
+        self.store.write_attention(connection, [{"recipient_id": rid, **to_row(states[rid])} for rid in changed_states])
 
     def _attribute(self, connection: sa.Connection, event: Row) -> None:
         """Link an event to the touch it answers when it names the provider's message id."""
@@ -154,7 +146,13 @@ class Journeys:
         else:
             return []
         return [
-            {"recipient_id": event["recipient_id"], "channel": c, "status": status, "source": f"event:{kind}", "at": event["at"]}
+            {
+                "recipient_id": event["recipient_id"],
+                "channel": c,
+                "status": status,
+                "source": f"event:{kind}",
+                "at": event["at"],
+            }
             for c in channels
         ]
 
@@ -182,7 +180,14 @@ class Journeys:
 
     # -- enrollment ----------------------------------------------------------------------------
 
-    def _may_enroll(self, campaign: Campaign, recipient: Row, existing: Iterable[Row], *, check_audience: bool = True) -> bool:
+    def _may_enroll(
+        self,
+        campaign: Campaign,
+        recipient: Row,
+        existing: Iterable[Row],
+        *,
+        check_audience: bool = True,
+    ) -> bool:
         mine = [e for e in existing if e["campaign_id"] == campaign.id]
         if any(e["state"] == "active" for e in mine):
             return False
@@ -203,7 +208,7 @@ class Journeys:
         }
 
     def _write_enrollments(self, connection: sa.Connection, new: Sequence[Row], changed: Iterable[Row]) -> None:
-        updates = [
+        updates: list[Row] = [
             {k: row[k] for k in ("id", "state", "exit_reason", "ended_at", "converted_at", "seen_events") if k in row}
             for row in changed
         ]
@@ -238,8 +243,10 @@ class Journeys:
         """Enroll recipients by hand (audience not checked); return (enrolled, unknown ids)."""
         campaign = self.catalog.get(campaign_id)
         if campaign is None:
-            raise TactError(f"unknown campaign {campaign_id!r}; loaded: {', '.join(sorted(self.catalog.campaigns)) or 'none'}")
-        enrolled, unknown = 0, []
+            raise TactError(
+                f"unknown campaign {campaign_id!r}; loaded: {', '.join(sorted(self.catalog.campaigns)) or 'none'}"
+            )
+        enrolled, unknown = 0, list[str]()
         for start in range(0, len(recipient_ids), SEGMENT_PAGE):
             chunk = list(dict.fromkeys(recipient_ids[start : start + SEGMENT_PAGE]))
             with self.store.transaction() as connection:
@@ -271,7 +278,12 @@ class Journeys:
                     continue
                 enrolled = self._enroll_segment(connection, campaign, fire)
                 total += enrolled
-            log.info("segment_enrolled", campaign_id=campaign.id, scheduled_at=fire.isoformat(), enrolled=enrolled)
+            log.info(
+                "segment_enrolled",
+                campaign_id=campaign.id,
+                scheduled_at=fire.isoformat(),
+                enrolled=enrolled,
+            )
         return total
 
     def _due_instant(self, campaign: Campaign, now: datetime) -> datetime | None:
@@ -303,7 +315,8 @@ class Journeys:
                 return enrolled
             after = page[-1]["id"]
             candidates = [
-                r for r in page
+                r
+                for r in page
                 if matches(segment, recipient_fields(r)) and matches(campaign.audience, recipient_fields(r))
             ]
             existing: dict[str, list[Row]] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -13,7 +14,7 @@ from scheduler.config import LoggingSettings
 _SECRET_KEYS = ("password", "token", "secret", "api_key", "auth")
 
 
-def _redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event):
         if any(part in key.lower() for part in _SECRET_KEYS) and key != "event":
             event[key] = "***"
@@ -24,9 +25,7 @@ def configure_logging(settings: LoggingSettings) -> None:
     """Configure structlog (and the standard library's root logger) from settings."""
     level = getattr(logging, settings.level.upper())
     json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -57,9 +57,7 @@ def detect_format(path: Path | str, format: Literal["csv", "jsonl", "auto"] = "a
     )
 
 
-def read_rows(
-    path: Path | str, *, format: Literal["csv", "jsonl", "auto"] = "auto"
-) -> Iterator[RawRow]:
+def read_rows(path: Path | str, *, format: Literal["csv", "jsonl", "auto"] = "auto") -> Iterator[RawRow]:
     """Stream the rows of a CSV or JSON-lines file.
 
     Raises ``ValueError`` at once when ``auto`` cannot tell the format, and

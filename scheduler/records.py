@@ -80,14 +80,15 @@ class RecipientRecord(BaseModel):
 
 
 class EventRecord(BaseModel):
-    """An event as a caller described it, validated and normalised (``at`` in UTC)."""
+    """An event as a caller described it, validated and normalised (``at`` in UTC; ``None``
+    when the caller gave no time: the receiver stamps it with the arrival time)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str
     recipient_id: str
     type: str
-    at: datetime
+    at: datetime | None = None
     channel: str | None = None
     touchpoint_id: str | None = None
     message_id: str | None = None
@@ -98,9 +99,7 @@ _RECIPIENT_FIELDS = frozenset(RecipientRecord.model_fields)
 _EVENT_FIELDS = frozenset(EventRecord.model_fields)
 
 
-def parse_recipient(
-    raw: Mapping[str, Any], *, default_region: str | None = None
-) -> RecipientRecord:
+def parse_recipient(raw: Mapping[str, Any], *, default_region: str | None = None) -> RecipientRecord:
     """Validate and normalise one recipient; raise `RecordError` when it is invalid.
 
     ``default_region`` (e.g. ``"US"``) is how phone numbers written without ``+`` are read;
@@ -134,8 +133,9 @@ def parse_event(raw: Mapping[str, Any]) -> EventRecord:
         "id": _identifier(_required(fields, "id"), "id"),
         "recipient_id": _identifier(_required(fields, "recipient_id"), "recipient_id"),
         "type": _event_type(_required(fields, "type")),
-        "at": _timestamp(_required(fields, "at")),
     }
+    if "at" in fields:
+        values["at"] = _timestamp(fields["at"])
     if "channel" in fields:
         values["channel"] = _channel(fields["channel"], "channel", "invalid_record")
     for name in ("touchpoint_id", "message_id"):
@@ -210,9 +210,7 @@ def _identifier(value: object, field: str) -> str:
         raise RecordError("invalid_record", f"{field} must be text, got {_show(value)}")
     text = str(value).strip()
     if len(text) > MAX_ID_LENGTH:
-        raise RecordError(
-            "invalid_record", f"{field} is longer than {MAX_ID_LENGTH} characters: {_show(text)}"
-        )
+        raise RecordError("invalid_record", f"{field} is longer than {MAX_ID_LENGTH} characters: {_show(text)}")
     return text
 
 
@@ -243,9 +241,7 @@ def _phone(value: object, default_region: str | None) -> str:
     try:
         number = phonenumbers.parse(value, default_region)
     except phonenumbers.NumberParseException:
-        raise RecordError(
-            "invalid_phone", f"phone {_show(value)} is not a phone number{hint}"
-        ) from None
+        raise RecordError("invalid_phone", f"phone {_show(value)} is not a phone number{hint}") from None
     if not phonenumbers.is_valid_number(number):
         raise RecordError("invalid_phone", f"phone {_show(value)} is not a valid number{hint}")
     formatted: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
@@ -270,9 +266,7 @@ def _timezone(value: object) -> str:
 def _locale(value: object) -> str:
     text = value.strip() if isinstance(value, str) else ""
     if not _LOCALE.fullmatch(text):
-        raise RecordError(
-            "invalid_record", f"locale {_show(value)} is not a language tag such as 'en-US'"
-        )
+        raise RecordError("invalid_record", f"locale {_show(value)} is not a language tag such as 'en-US'")
     return text
 
 
@@ -298,9 +292,7 @@ def _value(value: object) -> float:
 def _channel(value: object, field: str, reason: str) -> str:
     text = value.strip().lower() if isinstance(value, str) else ""
     if not _NAME.fullmatch(text):
-        raise RecordError(
-            reason, f"{field} {_show(value)} is not a channel name such as 'email' or 'sms'"
-        )
+        raise RecordError(reason, f"{field} {_show(value)} is not a channel name such as 'email' or 'sms'")
     return text
 
 
@@ -332,9 +324,7 @@ def _event_type(value: object) -> str:
     if isinstance(value, str):
         text = _SEPARATORS.sub("_", _CAMEL_BOUNDARY.sub("_", value.strip())).lower()
     if not _NAME.fullmatch(text) or len(text) > MAX_ID_LENGTH:
-        raise RecordError(
-            "invalid_record", f"type {_show(value)} is not an event type such as 'signed_up'"
-        )
+        raise RecordError("invalid_record", f"type {_show(value)} is not an event type such as 'signed_up'")
     return text
 
 
@@ -376,6 +366,4 @@ def _json_value(value: object, where: str) -> Any:
         return copied
     if isinstance(value, list | tuple):
         return [_json_value(item, f"{where}[{index}]") for index, item in enumerate(value)]
-    raise RecordError(
-        "invalid_record", f"{where} holds a {type(value).__name__}, which JSON cannot store"
-    )
+    raise RecordError("invalid_record", f"{where} holds a {type(value).__name__}, which JSON cannot store")

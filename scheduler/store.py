@@ -112,9 +112,7 @@ def create_db_engine(settings: DatabaseSettings) -> sa.Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return sa.create_engine(
-        url, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True
-    )
+    return sa.create_engine(url, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True)
 
 
 def _alembic_config(connection: sa.Connection) -> AlembicConfig:
@@ -230,17 +228,11 @@ class Store:
     def get_or_set_meta(self, key: str, make: Any) -> str:
         """Read a meta value, creating it with ``make()`` on first use."""
         with self.transaction() as connection:
-            value = connection.execute(
-                sa.select(meta_t.c.value).where(meta_t.c.key == key)
-            ).scalar()
+            value = connection.execute(sa.select(meta_t.c.value).where(meta_t.c.key == key)).scalar()
             if value is None:
                 value = make()
-                connection.execute(
-                    self._insert(meta_t).values(key=key, value=value).on_conflict_do_nothing()
-                )
-                value = connection.execute(
-                    sa.select(meta_t.c.value).where(meta_t.c.key == key)
-                ).scalar_one()
+                connection.execute(self._insert(meta_t).values(key=key, value=value).on_conflict_do_nothing())
+                value = connection.execute(sa.select(meta_t.c.value).where(meta_t.c.key == key)).scalar_one()
             return str(value)
 
     # -- campaigns -----------------------------------------------------------------------------
@@ -252,10 +244,19 @@ class Store:
         stmt = self._insert(campaign_t)
         stmt = stmt.on_conflict_do_update(
             index_elements=[campaign_t.c.id],
-            set_={c: stmt.excluded[c] for c in ("name", "kind", "priority", "goal", "steps", "source", "loaded_at")},
+            set_={
+                c: stmt.excluded[c]
+                for c in ("name", "kind", "priority", "goal", "steps", "removed_steps", "source", "loaded_at")
+            },
         )
         with self.transaction() as connection:
             connection.execute(stmt, list(rows))
+
+    def campaign_steps(self) -> dict[str, tuple[list[str], dict[str, str | None]]]:
+        """For each campaign last synced: its step ids, and the successors of removed steps."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(campaign_t.c.id, campaign_t.c.steps, campaign_t.c.removed_steps))
+            return {row[0]: (list(row[1] or []), dict(row[2] or {})) for row in rows}
 
     # -- recipients ----------------------------------------------------------------------------
 
@@ -295,16 +296,20 @@ class Store:
         stmt = self._insert(consent_t)
         stmt = stmt.on_conflict_do_update(
             index_elements=[consent_t.c.recipient_id, consent_t.c.channel],
-            set_={"status": stmt.excluded.status, "source": stmt.excluded.source, "at": stmt.excluded.at},
+            set_={
+                "status": stmt.excluded.status,
+                "source": stmt.excluded.source,
+                "at": stmt.excluded.at,
+            },
         )
         connection.execute(stmt, list(consents))
 
     def recipient_profile(self, recipient_id: str) -> Row | None:
         """A recipient with consent, attention state, enrollments and pending touchpoints."""
         with self.engine.connect() as connection:
-            recipient = connection.execute(
-                sa.select(recipient_t).where(recipient_t.c.id == recipient_id)
-            ).mappings().first()
+            recipient = (
+                connection.execute(sa.select(recipient_t).where(recipient_t.c.id == recipient_id)).mappings().first()
+            )
             if recipient is None:
                 return None
             profile = dict(recipient)
@@ -314,9 +319,11 @@ class Store:
                     sa.select(consent_t).where(consent_t.c.recipient_id == recipient_id)
                 ).mappings()
             }
-            attention = connection.execute(
-                sa.select(attention_t).where(attention_t.c.recipient_id == recipient_id)
-            ).mappings().first()
+            attention = (
+                connection.execute(sa.select(attention_t).where(attention_t.c.recipient_id == recipient_id))
+                .mappings()
+                .first()
+            )
             profile["attention"] = dict(attention) if attention else None
             profile["enrollments"] = [
                 dict(r)
@@ -330,7 +337,10 @@ class Store:
                 dict(r)
                 for r in connection.execute(
                     sa.select(touchpoint_t)
-                    .where(touchpoint_t.c.recipient_id == recipient_id, touchpoint_t.c.state == "pending")
+                    .where(
+                        touchpoint_t.c.recipient_id == recipient_id,
+                        touchpoint_t.c.state == "pending",
+                    )
                     .order_by(touchpoint_t.c.due_at)
                 ).mappings()
             ]
@@ -352,9 +362,7 @@ class Store:
             existing: set[str] = set()
             for chunk in _chunks(ids, 5000):
                 existing.update(
-                    connection.execute(
-                        sa.select(event_t.c.event_id).where(event_t.c.event_id.in_(chunk))
-                    ).scalars()
+                    connection.execute(sa.select(event_t.c.event_id).where(event_t.c.event_id.in_(chunk))).scalars()
                 )
             fresh: list[Row] = []
             seen: set[str] = set()
@@ -409,26 +417,27 @@ class Store:
         ids = [row[0] for row in result]
         touchpoints = []
         for enrollment_id, step in zip(ids, first_steps, strict=True):
-            touchpoints.append({**step, "enrollment_id": enrollment_id,
-                                "idempotency_key": f"{enrollment_id}:{step['step_id']}"})
+            touchpoints.append(
+                {
+                    **step,
+                    "enrollment_id": enrollment_id,
+                    "idempotency_key": f"{enrollment_id}:{step['step_id']}",
+                }
+            )
         self.insert_touchpoints(connection, touchpoints)
         return ids
 
     def insert_touchpoints(self, connection: sa.Connection, rows: Sequence[Row]) -> None:
         """Queue touchpoints; an existing idempotency key is left alone."""
         if rows:
-            stmt = self._insert(touchpoint_t).on_conflict_do_nothing(
-                index_elements=[touchpoint_t.c.idempotency_key]
-            )
+            stmt = self._insert(touchpoint_t).on_conflict_do_nothing(index_elements=[touchpoint_t.c.idempotency_key])
             connection.execute(stmt, list(rows))
 
     def update_enrollments(self, connection: sa.Connection, rows: Sequence[Row]) -> None:
         """Write back changed enrollments (``id`` plus the columns to set)."""
         for row in rows:
             values = {k: v for k, v in row.items() if k != "id"}
-            connection.execute(
-                enrollment_t.update().where(enrollment_t.c.id == row["id"]).values(**values)
-            )
+            connection.execute(enrollment_t.update().where(enrollment_t.c.id == row["id"]).values(**values))
 
     def hasten_pending(self, connection: sa.Connection, enrollment_ids: Sequence[int], now: datetime) -> None:
         """Make the pending touchpoints of these enrollments due now (so they are decided)."""
@@ -455,19 +464,21 @@ class Store:
             .values(due_at=due)
         )
 
-    def record_segment_run(self, connection: sa.Connection, campaign_id: str, scheduled_at: datetime, now: datetime) -> bool:
+    def record_segment_run(
+        self, connection: sa.Connection, campaign_id: str, scheduled_at: datetime, now: datetime
+    ) -> bool:
         """Claim one cron instant of a segment campaign; False when it already ran."""
-        stmt = self._insert(segment_run_t).values(
-            campaign_id=campaign_id, scheduled_at=scheduled_at, ran_at=now, enrolled=0
-        ).on_conflict_do_nothing(index_elements=[segment_run_t.c.campaign_id, segment_run_t.c.scheduled_at])
+        stmt = (
+            self._insert(segment_run_t)
+            .values(campaign_id=campaign_id, scheduled_at=scheduled_at, ran_at=now, enrolled=0)
+            .on_conflict_do_nothing(index_elements=[segment_run_t.c.campaign_id, segment_run_t.c.scheduled_at])
+        )
         return bool(connection.execute(stmt).rowcount)
 
     def last_segment_run(self, connection: sa.Connection, campaign_id: str) -> datetime | None:
         """The latest cron instant a segment campaign ran at."""
         return connection.execute(
-            sa.select(sa.func.max(segment_run_t.c.scheduled_at)).where(
-                segment_run_t.c.campaign_id == campaign_id
-            )
+            sa.select(sa.func.max(segment_run_t.c.scheduled_at)).where(segment_run_t.c.campaign_id == campaign_id)
         ).scalar()
 
     # -- attention -----------------------------------------------------------------------------
@@ -479,8 +490,15 @@ class Store:
         return {row["recipient_id"]: row for row in rows}
 
     def _select_in(
-        self, connection: sa.Connection, table: str, columns: Sequence[str], key: str, values: Sequence[Any],
-        *, times: Collection[str] = (), json_columns: Collection[str] = (),
+        self,
+        connection: sa.Connection,
+        table: str,
+        columns: Sequence[str],
+        key: str,
+        values: Sequence[Any],
+        *,
+        times: Collection[str] = (),
+        json_columns: Collection[str] = (),
     ) -> list[Row]:
         """``SELECT columns FROM table WHERE key IN values``, straight through the driver."""
         found: list[Row] = []
@@ -552,8 +570,14 @@ class Store:
             attention = self.attention_of(connection, recipient_ids)
             enrollments = {
                 row["id"]: row
-                for row in self._select_in(connection, "enrollment", ("id", "state", "seen_events"), "id",
-                                           enrollment_ids, json_columns=("seen_events",))  # fmt: skip
+                for row in self._select_in(
+                    connection,
+                    "enrollment",
+                    ("id", "state", "seen_events"),
+                    "id",
+                    enrollment_ids,
+                    json_columns=("seen_events",),
+                )
             }
             connection.rollback()
         return BatchContext(recipients, consents, attention, enrollments)
@@ -595,12 +619,15 @@ class Store:
                     "UPDATE touchpoint SET due_at = {0}, attempts = {0}, lease_owner = NULL, "
                     "lease_expires_at = NULL WHERE id = {0} AND lease_owner = {0}"
                 ).format(ph(1))
-                params = [(ts(r["b_due_at"]), r["b_attempts"], r["b_id"], owner) for r in write.rescheduled]
-                lost += len(params) - max(connection.exec_driver_sql(sql, params).rowcount, 0)
+                moves = [(ts(r["b_due_at"]), r["b_attempts"], r["b_id"], owner) for r in write.rescheduled]
+                lost += len(moves) - max(connection.exec_driver_sql(sql, moves).rowcount, 0)
             if write.send_log:
                 sql = f"INSERT INTO send_log ({', '.join(SEND_LOG_COLUMNS)}) VALUES ({ph(len(SEND_LOG_COLUMNS))})"
                 fields = operator.attrgetter(*SEND_LOG_COLUMNS)
-                at_index, until_index = SEND_LOG_COLUMNS.index("at"), SEND_LOG_COLUMNS.index("deferred_until")
+                at_index, until_index = (
+                    SEND_LOG_COLUMNS.index("at"),
+                    SEND_LOG_COLUMNS.index("deferred_until"),
+                )
                 params = []
                 for entry in write.send_log:
                     values = list(fields(entry))
@@ -637,17 +664,21 @@ class Store:
                     ],
                 )
             if write.enrollments_ended:
-                sql = (
-                    "UPDATE enrollment SET state = {0}, ended_at = {0} WHERE id = {0} AND state = 'active'"
-                ).format(ph(1))
+                sql = ("UPDATE enrollment SET state = {0}, ended_at = {0} WHERE id = {0} AND state = 'active'").format(
+                    ph(1)
+                )
                 connection.exec_driver_sql(
-                    sql, [(r["b_state"], ts(r["b_ended_at"]), r["b_id"]) for r in write.enrollments_ended]
+                    sql,
+                    [(r["b_state"], ts(r["b_ended_at"]), r["b_id"]) for r in write.enrollments_ended],
                 )
             if write.suppress:
                 connection.execute(
                     recipient_t.update()
                     .where(recipient_t.c.id == sa.bindparam("b_id"))
-                    .values(suppressed_at=sa.bindparam("b_at"), suppressed_reason=sa.bindparam("b_reason")),
+                    .values(
+                        suppressed_at=sa.bindparam("b_at"),
+                        suppressed_reason=sa.bindparam("b_reason"),
+                    ),
                     write.suppress,
                 )
             return lost
@@ -684,12 +715,19 @@ class Store:
 
     # -- reading the log -----------------------------------------------------------------------
 
-    def send_log_rows(self, filters: Mapping[str, Any], *, limit: int | None = None, descending: bool = False) -> Iterator[Row]:
+    def send_log_rows(
+        self, filters: Mapping[str, Any], *, limit: int | None = None, descending: bool = False
+    ) -> Iterator[Row]:
         """Stream send_log rows matching ``campaign``, ``recipient``, ``decision``, ``reason``,
         ``since`` and ``until``, in id order."""
         s = send_log_t
         query = sa.select(s)
-        mapping = {"campaign": s.c.campaign_id, "recipient": s.c.recipient_id, "decision": s.c.decision, "reason": s.c.reason}
+        mapping = {
+            "campaign": s.c.campaign_id,
+            "recipient": s.c.recipient_id,
+            "decision": s.c.decision,
+            "reason": s.c.reason,
+        }
         for key, column in mapping.items():
             if filters.get(key):
                 query = query.where(column == filters[key])

@@ -84,9 +84,7 @@ class Attention(SQLModel, table=True):
     engagement: dict[str, Any] = _json()
     interests: dict[str, Any] = _json()
     topic_last_sent: dict[str, Any] = _json()
-    recent_sends: list[Any] = Field(
-        default_factory=list, sa_column=sa.Column(sa.JSON(), nullable=False)
-    )
+    recent_sends: list[Any] = Field(default_factory=list, sa_column=sa.Column(sa.JSON(), nullable=False))
     open_request: bool = False
     last_inbound_at: datetime | None = _ts()
     request_resolved_at: datetime | None = _ts()
@@ -113,9 +111,7 @@ class Enrollment(SQLModel, table=True):
     state: str = Field(default="active", max_length=16)
     enrolled_at: datetime | None = _ts()
     trigger: str | None = Field(default=None, max_length=255)
-    seen_events: list[Any] = Field(
-        default_factory=list, sa_column=sa.Column(sa.JSON(), nullable=False)
-    )
+    seen_events: list[Any] = Field(default_factory=list, sa_column=sa.Column(sa.JSON(), nullable=False))
     ended_at: datetime | None = _ts()
     exit_reason: str | None = Field(default=None, max_length=255)
     converted_at: datetime | None = _ts()
@@ -215,6 +211,7 @@ class Campaign(SQLModel, table=True):
     priority: int = 50
     goal: str | None = Field(default=None, max_length=64)
     steps: list[Any] = Field(default_factory=list, sa_column=sa.Column(sa.JSON(), nullable=False))
+    removed_steps: dict[str, Any] = _json()  # removed step id -> the surviving step after it
     source: str | None = None
     loaded_at: datetime | None = _ts()
 

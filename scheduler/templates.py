@@ -232,8 +232,7 @@ def _compile_file(
         problems.append(
             TemplateProblem(
                 "template",
-                f"template path {name!r} must be relative to the campaign's folder "
-                "and stay inside it",
+                f"template path {name!r} must be relative to the campaign's folder and stay inside it",
             )
         )
         return None
@@ -245,9 +244,7 @@ def _compile_file(
         template = environment.get_template(relative.as_posix())
         source = path.read_text(encoding="utf-8")
     except TemplateSyntaxError as error:
-        problems.append(
-            TemplateProblem("template", _syntax_message(error), path=path, line=error.lineno)
-        )
+        problems.append(TemplateProblem("template", _syntax_message(error), path=path, line=error.lineno))
         return None
     except (UnicodeDecodeError, OSError, TemplateError) as error:
         problems.append(TemplateProblem("template", f"cannot read template {name!r}: {error}"))
@@ -273,9 +270,7 @@ def _render_part(part: _Part, name: Literal["subject", "body"], context: Mapping
             line=_template_line(error, part.filename),
         ) from error
     except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as error:
-        raise TemplateRenderError(
-            name, f"cannot render: {error}", line=_template_line(error, part.filename)
-        ) from error
+        raise TemplateRenderError(name, f"cannot render: {error}", line=_template_line(error, part.filename)) from error
 
 
 def _undefined_variable(message: str, part: _Part) -> str:

@@ -180,9 +180,7 @@ def _quiet_end(instant: datetime, tz: ZoneInfo, quiet: QuietHours) -> datetime |
     return None
 
 
-def window_gate(
-    at: datetime, tz: ZoneInfo, window: WeeklyWindow | None, quiet: QuietHours | None
-) -> str | None:
+def window_gate(at: datetime, tz: ZoneInfo, window: WeeklyWindow | None, quiet: QuietHours | None) -> str | None:
     """Why ``at`` is closed: ``"send_window"`` (checked first), ``"quiet_hours"``, or None."""
     instant = _as_utc(at)
     if window is not None and not _in_window(instant, tz, window):
@@ -309,9 +307,7 @@ def next_allowed(
     return None
 
 
-def hourly_candidates(
-    start: datetime, until: datetime, allowed: Callable[[datetime], bool]
-) -> Iterator[datetime]:
+def hourly_candidates(start: datetime, until: datetime, allowed: Callable[[datetime], bool]) -> Iterator[datetime]:
     """``start``, ``start + 1h``, ... up to and including ``until``, kept when ``allowed``."""
     candidate = _as_utc(start)
     last = _as_utc(until)

@@ -3,7 +3,6 @@ removed steps, unknown recipients, replayed events."""
 
 from __future__ import annotations
 
-
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -56,14 +55,18 @@ def make_engine(database_url: str, directory: Path, *, kind: str = "marketing", 
         quiet_hours={"enabled": False},
         caps={"enabled": False},
     )
-    engine.upsert_recipients(
-        [{"id": "r1", "email": "r1@example.com", "phone": "+14155550100", "first_name": "Ri"}]
-    )
+    engine.upsert_recipients([{"id": "r1", "email": "r1@example.com", "phone": "+14155550100", "first_name": "Ri"}])
     return engine
 
 
 def event(kind: str, at: datetime, event_id: str | None = None, **extra: object) -> dict[str, object]:
-    return {"id": event_id or f"{kind}-{at.isoformat()}", "recipient_id": "r1", "type": kind, "at": at.isoformat(), **extra}
+    return {
+        "id": event_id or f"{kind}-{at.isoformat()}",
+        "recipient_id": "r1",
+        "type": kind,
+        "at": at.isoformat(),
+        **extra,
+    }
 
 
 def run(engine: Engine, hours: int, start: datetime = T0) -> list[tuple[str, str, str]]:
@@ -94,7 +97,11 @@ def test_skip_if_drops_one_step_and_the_journey_goes_on(database_url: str, tmp_p
     engine = make_engine(database_url, tmp_path / "c")
     engine.record_events([event("signed_up", T0), event("activated", T0 + timedelta(hours=2))])
     rows = run(engine, 60)
-    assert rows == [("first", "sent", "value_ok"), ("second", "dropped", "skipped"), ("third", "sent", "value_ok")]
+    assert rows == [
+        ("first", "sent", "value_ok"),
+        ("second", "dropped", "skipped"),
+        ("third", "sent", "value_ok"),
+    ]
     engine.close()
 
 
@@ -179,7 +186,9 @@ def test_events_are_idempotent_and_unknown_recipients_rejected(database_url: str
     """Replaying an event id changes nothing; an unknown recipient is rejected, not stored."""
     engine = make_engine(database_url, tmp_path / "c")
     first = engine.record_events([event("signed_up", T0, "e1")])
-    again = engine.record_events([event("signed_up", T0, "e1"), {**event("signed_up", T0, "e2"), "recipient_id": "ghost"}])
+    again = engine.record_events(
+        [event("signed_up", T0, "e1"), {**event("signed_up", T0, "e2"), "recipient_id": "ghost"}]
+    )
     assert (first.accepted, again.accepted, again.duplicates) == (1, 0, 1)
     assert again.rejected == [(1, "unknown_recipient", "no recipient with id 'ghost'")]
     assert run(engine, 1) == [("first", "sent", "value_ok")]
@@ -193,5 +202,3 @@ def test_hard_bounce_suppresses_every_touch(database_url: str, tmp_path: Path) -
     engine.record_events([event("bounced", T0 - timedelta(hours=1)), event("signed_up", T0)])
     assert run(engine, 1) == [("first", "dropped", "suppressed")]
     engine.close()
-
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -111,7 +112,12 @@ def test_four_step_journey_respects_local_windows_across_dst(engine_factory, cam
     assert engine.upsert_recipients(PEOPLE).accepted == 3
     start = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)  # a Monday
     events = [
-        {"id": f"signup-{p['id']}", "recipient_id": p["id"], "type": "signed_up", "at": "2026-03-02T00:30:00Z"}
+        {
+            "id": f"signup-{p['id']}",
+            "recipient_id": p["id"],
+            "type": "signed_up",
+            "at": "2026-03-02T00:30:00Z",
+        }
         for p in PEOPLE
     ]
     assert engine.record_events(events).accepted == 3
@@ -134,7 +140,7 @@ def test_four_step_journey_respects_local_windows_across_dst(engine_factory, cam
                 assert row.reason in ("send_window", "frequency_cap")
                 assert row.deferred_until is not None and row.deferred_until > row.at
         # every sent step is at least its `after` past the previous send
-        gaps = [b.at - a.at for a, b in zip(sent, sent[1:], strict=False)]
+        gaps = [b.at - a.at for a, b in pairwise(sent)]
         assert all(g >= timedelta(days=2) for g in gaps)
 
     ny = [r for r in rows if r.recipient_id == "ny" and r.decision == "sent"]
@@ -173,7 +179,9 @@ max_defer = "3d"
 """
 
 
-def test_higher_priority_wins_and_the_other_is_deferred_to_the_next_allowed_day(engine_factory, campaigns_dir: Path) -> None:
+def test_higher_priority_wins_and_the_other_is_deferred_to_the_next_allowed_day(
+    engine_factory, campaigns_dir: Path
+) -> None:
     """Under a one-per-day cap, the higher-priority campaign's touch is sent and the other is
     deferred (not dropped) and sent exactly when the cap allows, a day later."""
     write_campaign(campaigns_dir, "low", COMPETING.format(id="low", priority=10))

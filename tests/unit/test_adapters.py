@@ -184,9 +184,7 @@ def test_unknown_adapter_lists_known_names() -> None:
     with pytest.raises(KeyError) as caught:
         adapter_class("sendgird")
     assert isinstance(caught.value, UnknownAdapter)
-    assert str(caught.value) == (
-        "unknown adapter 'sendgird'; known adapters: console, file, memory, null"
-    )
+    assert str(caught.value) == ("unknown adapter 'sendgird'; known adapters: console, file, memory, null")
 
 
 @pytest.mark.parametrize("name", ["console", "file", "memory", "null"])
@@ -394,9 +392,7 @@ class DoubleSendHarness(AdapterHarness):
             __slots__ = ()
 
             async def send(self, message: Message) -> SendResult:
-                delivery = Delivery(
-                    message.to, message.subject, message.text, {}, message.idempotency_key
-                )
+                delivery = Delivery(message.to, message.subject, message.text, {}, message.idempotency_key)
                 received.extend([delivery, delivery])
                 return SendResult.sent()
 

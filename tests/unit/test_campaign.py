@@ -137,9 +137,7 @@ def test_misspelled_key_points_at_the_key_with_a_suggestion(tmp_path: Path) -> N
         """,
     )
     found = problems(path)
-    assert found[0] == Diagnostic(
-        path, 11, 3, "unknown key 'chanel' in steps[2] (did you mean 'channel'?)"
-    )
+    assert found[0] == Diagnostic(path, 11, 3, "unknown key 'chanel' in steps[2] (did you mean 'channel'?)")
     assert str(found[0]).startswith(f"{path}:11:3: unknown key 'chanel'")
 
 
@@ -158,9 +156,7 @@ def test_misspelled_operator_in_an_inline_table(tmp_path: Path) -> None:
         text = "hi"
         """,
     )
-    assert only(path) == Diagnostic(
-        path, 4, 13, "unknown key 'inn' in audience.country (did you mean 'in'?)"
-    )
+    assert only(path) == Diagnostic(path, 4, 13, "unknown key 'inn' in audience.country (did you mean 'in'?)")
 
 
 def test_bad_duration_points_at_the_value(tmp_path: Path) -> None:
@@ -265,9 +261,7 @@ def test_duplicate_step_ids_point_at_the_second_id(tmp_path: Path) -> None:
         text = "2"
         """,
     )
-    assert only(path) == Diagnostic(
-        path, 8, 6, "steps[2].id: duplicate step id 'a' (already used by steps[1])"
-    )
+    assert only(path) == Diagnostic(path, 8, 6, "steps[2].id: duplicate step id 'a' (already used by steps[1])")
 
 
 def test_missing_template_file(tmp_path: Path) -> None:
@@ -365,9 +359,7 @@ def test_step_needs_exactly_one_of_template_and_text(tmp_path: Path, body: str) 
         ("reenroll = true", "set `event`, or `segment` with `schedule`"),
     ],
 )
-def test_trigger_needs_an_event_or_a_scheduled_segment(
-    tmp_path: Path, trigger: str, message: str
-) -> None:
+def test_trigger_needs_an_event_or_a_scheduled_segment(tmp_path: Path, trigger: str, message: str) -> None:
     """The trigger is an event, or a segment with a schedule, and nothing else."""
     steps = '[[steps]]\nid = "a"\nchannel = "sms"\ntext = "x"\n'
     path = write(tmp_path, f"[trigger]\n{trigger}\n{steps}")
@@ -491,9 +483,7 @@ def test_positions_survive_multiline_strings_and_arrays(tmp_path: Path) -> None:
         skip_if = "activated"
         ''',
     )
-    assert only(path) == Diagnostic(
-        path, 17, 11, 'steps[2].skip_if: must be a list, e.g. ["a", "b"]'
-    )
+    assert only(path) == Diagnostic(path, 17, 11, 'steps[2].skip_if: must be a list, e.g. ["a", "b"]')
 
 
 def test_source_is_not_a_file_key(tmp_path: Path) -> None:

@@ -44,7 +44,9 @@ def test_example_config_documents_every_key() -> None:
 def test_environment_overrides_file_and_nests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """TACT_ variables with __ nesting win over the file; other file values stay."""
     config = tmp_path / "tact.toml"
-    config.write_text('[engine]\ntick_interval = "5s"\nbatch_size = 100\n[channels.email]\nadapter = "file"\npath = "x.jsonl"\n')
+    config.write_text(
+        '[engine]\ntick_interval = "5s"\nbatch_size = 100\n[channels.email]\nadapter = "file"\npath = "x.jsonl"\n'
+    )
     monkeypatch.setenv("TACT_ENGINE__TICK_INTERVAL", "2s")
     monkeypatch.setenv("TACT_CHANNELS__EMAIL__API_KEY", "k")
     settings = load_settings(config)

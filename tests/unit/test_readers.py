@@ -84,9 +84,7 @@ def test_csv_header_names_are_stripped_and_must_be_unique(tmp_path: Path) -> Non
     stripped = write(tmp_path, "a.csv", " id , name \nr1,A\n")
     assert [row.data for row in read_rows(stripped)] == [{"id": "r1", "name": "A"}]
     repeated = write(tmp_path, "b.csv", "id,name,name\nr1,A,B\n")
-    assert list(read_rows(repeated)) == [
-        RawRow(1, None, "header: column 'name' appears more than once")
-    ]
+    assert list(read_rows(repeated)) == [RawRow(1, None, "header: column 'name' appears more than once")]
 
 
 def test_csv_header_without_a_name_is_an_error(tmp_path: Path) -> None:

@@ -110,9 +110,7 @@ def test_email_domain_is_lower_cased(given: str, stored: str) -> None:
     assert parse_recipient({"id": "r1", "email": given}).email == stored
 
 
-@pytest.mark.parametrize(
-    "bad", ["a@@example.com", "a b@example.com", "a@localhost", "@example.com", "a@example..com"]
-)
+@pytest.mark.parametrize("bad", ["a@@example.com", "a b@example.com", "a@localhost", "@example.com", "a@example..com"])
 def test_malformed_emails_are_rejected(bad: str) -> None:
     """Emails with two @, spaces, no dot in the domain or empty parts are invalid."""
     assert reason_of({"id": "r1", "email": bad}) == "invalid_email"
@@ -222,9 +220,7 @@ def test_known_field_names_match_case_insensitively() -> None:
 
 def test_a_field_given_twice_is_rejected() -> None:
     """Two keys naming the same field are invalid_record."""
-    assert reason_of({"id": "r1", "email": "a@example.com", "EMAIL": "b@example.com"}) == (
-        "invalid_record"
-    )
+    assert reason_of({"id": "r1", "email": "a@example.com", "EMAIL": "b@example.com"}) == ("invalid_record")
 
 
 def test_attributes_must_be_json_data() -> None:
@@ -249,9 +245,7 @@ def test_numeric_ids_become_text_and_long_ids_fail() -> None:
 
 def test_event_parses_and_keeps_optional_fields() -> None:
     """A complete event keeps its channel, touchpoint and message ids."""
-    record = parse_event(
-        event(channel=" SMS ", touchpoint_id="tp-9", message_id="SM123", type="replied")
-    )
+    record = parse_event(event(channel=" SMS ", touchpoint_id="tp-9", message_id="SM123", type="replied"))
     assert record == EventRecord(
         id="e1",
         recipient_id="r1",
@@ -303,9 +297,7 @@ def test_event_type_is_normalised_to_snake_case(given: str, stored: str) -> None
 
 def test_unknown_event_fields_land_in_properties() -> None:
     """Unknown keys, properties.<name> columns and a properties object are merged."""
-    record = parse_event(
-        event(total=12.5, **{"properties.currency": "EUR", "properties": {"items": 2}})
-    )
+    record = parse_event(event(total=12.5, **{"properties.currency": "EUR", "properties": {"items": 2}}))
     assert record.properties == {"total": 12.5, "currency": "EUR", "items": 2}
 
 
@@ -344,3 +336,9 @@ def test_shipped_example_events_parse() -> None:
     signed_up = {item.recipient_id for item in events if item.type == "signed_up"}
     assert signed_up == trial_ids
     assert any(item.type == "order_placed" for item in events)
+
+
+def test_event_without_a_time_is_stamped_by_the_receiver() -> None:
+    """An event with no `at` parses with at=None (the engine stamps it with its arrival time)."""
+    event = parse_event({"id": "e1", "recipient_id": "r1", "type": "signed_up"})
+    assert event.at is None

@@ -36,9 +36,7 @@ def test_committed_schema_is_up_to_date() -> None:
     """campaigns/campaign.schema.json is exactly what the generator writes."""
     expected = load_generator().schema_text()
     actual = SCHEMA_PATH.read_text(encoding="utf-8")
-    assert actual == expected, (
-        "campaigns/campaign.schema.json is out of date: run `python scripts/gen_schema.py`"
-    )
+    assert actual == expected, "campaigns/campaign.schema.json is out of date: run `python scripts/gen_schema.py`"
 
 
 def test_schema_is_a_valid_draft_2020_12_schema() -> None:

@@ -79,8 +79,7 @@ def test_markdown_renders_to_html_and_keeps_its_source_as_text(tmp_path: Path) -
     message = compiled(tmp_path, template="tip.md.j2", body=body).render(CONTEXT)
     assert message.text == "Hi **Ada**\n\n[Unsubscribe](https://tact.example.com/u/abc)"
     assert message.html == (
-        "<p>Hi <strong>Ada</strong></p>\n"
-        '<p><a href="https://tact.example.com/u/abc">Unsubscribe</a></p>\n'
+        '<p>Hi <strong>Ada</strong></p>\n<p><a href="https://tact.example.com/u/abc">Unsubscribe</a></p>\n'
     )
 
 
@@ -180,9 +179,7 @@ def test_html_to_text_keeps_paragraphs_line_breaks_and_links() -> None:
         "<script>alert(1)</script></body></html>"
     )
     assert html_to_text(html) == (
-        "Welcome\n\nLine one\nline two\n\n"
-        "Read the guide (https://x.example/doc) & enjoy.\n\n"
-        "https://x.example"
+        "Welcome\n\nLine one\nline two\n\nRead the guide (https://x.example/doc) & enjoy.\n\nhttps://x.example"
     )
 
 

@@ -41,9 +41,7 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> date
     return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
-def local(
-    tz: ZoneInfo, year: int, month: int, day: int, hour: int = 0, minute: int = 0
-) -> datetime:
+def local(tz: ZoneInfo, year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
     return datetime(year, month, day, hour, minute, tzinfo=tz)
 
 
@@ -69,9 +67,7 @@ def local(
         (KOLKATA, date(2026, 3, 8), datetime(2026, 3, 8, 3, 30, tzinfo=UTC)),
     ],
 )
-def test_window_opens_at_local_nine_on_each_side_of_a_change(
-    tz: ZoneInfo, day: date, opens_utc: datetime
-) -> None:
+def test_window_opens_at_local_nine_on_each_side_of_a_change(tz: ZoneInfo, day: date, opens_utc: datetime) -> None:
     """A 09:00-18:00 window opens at 09:00 and closes at 18:00 local time, whatever the offset."""
     midnight = datetime.combine(day, time(0), tzinfo=tz)
     assert next_window_opening(midnight, tz, OFFICE_HOURS, None) == opens_utc
@@ -114,9 +110,7 @@ def test_repeated_hour_uses_its_first_occurrence() -> None:
     second_occurrence = utc(2026, 11, 1, 6, 35)
     assert second_occurrence.astimezone(NEW_YORK).time() == time(1, 35)
     assert window_gate(second_occurrence, NEW_YORK, window, None) == "send_window"
-    assert next_window_opening(utc(2026, 11, 1, 6), NEW_YORK, window, None) == utc(
-        2026, 11, 2, 6, 30
-    )
+    assert next_window_opening(utc(2026, 11, 1, 6), NEW_YORK, window, None) == utc(2026, 11, 2, 6, 30)
 
 
 def test_repeated_hour_counts_once_in_a_window_spanning_it() -> None:
@@ -179,9 +173,7 @@ def test_equal_quiet_bounds_mean_no_quiet_time() -> None:
         (local(PARIS, 2026, 6, 13, 23), "send_window"),
     ],
 )
-def test_window_wrapping_midnight_belongs_to_its_start_day(
-    at: datetime, expected: str | None
-) -> None:
+def test_window_wrapping_midnight_belongs_to_its_start_day(at: datetime, expected: str | None) -> None:
     """A Friday 22:00-02:00 window covers Friday night into early Saturday only."""
     window = WeeklyWindow(frozenset({FRIDAY}), time(22), time(2))
     assert window_gate(at, PARIS, window, None) == expected
@@ -249,9 +241,7 @@ def test_opening_beyond_the_horizon_is_none() -> None:
     mondays = WeeklyWindow(frozenset({0}), time(9), time(18))
     tuesday = local(PARIS, 2026, 6, 9, 12)
     assert next_window_opening(tuesday, PARIS, mondays, None, horizon=timedelta(days=2)) is None
-    assert next_window_opening(tuesday, PARIS, mondays, None) == local(
-        PARIS, 2026, 6, 15, 9
-    ).astimezone(UTC)
+    assert next_window_opening(tuesday, PARIS, mondays, None) == local(PARIS, 2026, 6, 15, 9).astimezone(UTC)
 
 
 def test_naive_datetime_is_rejected() -> None:
@@ -387,9 +377,7 @@ def test_gap_clearing_at_night_waits_for_the_morning_window() -> None:
         (local(NEW_YORK, 2026, 3, 4, 17, 30), local(NEW_YORK, 2026, 3, 12, 9)),
     ],
 )
-def test_window_opening_that_hits_the_cap_is_pushed_again(
-    oldest: datetime, expected: datetime
-) -> None:
+def test_window_opening_that_hits_the_cap_is_pushed_again(oldest: datetime, expected: datetime) -> None:
     """Gap, window, then weekly cap push in turn until all agree (same day, or next morning)."""
     history = [oldest, local(NEW_YORK, 2026, 3, 9, 10), local(NEW_YORK, 2026, 3, 10, 10)]
     checks = [
@@ -484,9 +472,7 @@ windows = st.builds(
     st.one_of(st.none(), wall_times),
 )
 quiet_hours = st.one_of(st.none(), st.builds(QuietHours, wall_times, wall_times))
-instants = st.datetimes(
-    min_value=datetime(2026, 1, 1), max_value=datetime(2026, 12, 31), timezones=st.just(UTC)
-)
+instants = st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2026, 12, 31), timezones=st.just(UTC))
 
 
 def sample_minutes(count: int) -> list[int]:
@@ -526,9 +512,7 @@ def test_next_opening_is_open_and_earliest(
             assert window_gate(earlier, tz, window, quiet) is not None
 
 
-def wall_clock_gate(
-    at: datetime, tz: ZoneInfo, window: WeeklyWindow, quiet: QuietHours | None
-) -> str | None:
+def wall_clock_gate(at: datetime, tz: ZoneInfo, window: WeeklyWindow, quiet: QuietHours | None) -> str | None:
     """An independent reading of the rules on the local clock, valid away from DST changes."""
     wall_at = at.astimezone(tz)
     wall, weekday = wall_at.time().replace(tzinfo=None), wall_at.weekday()
@@ -538,17 +522,13 @@ def wall_clock_gate(
     elif window.end > window.start:
         inside = weekday in window.days and window.start <= wall < window.end
     else:
-        inside = (weekday in window.days and wall >= window.start) or (
-            yesterday in window.days and wall < window.end
-        )
+        inside = (weekday in window.days and wall >= window.start) or (yesterday in window.days and wall < window.end)
     if not inside:
         return "send_window"
     if quiet is None or quiet.start == quiet.end:
         return None
-    if quiet.end > quiet.start:
-        quiet_now = quiet.start <= wall < quiet.end
-    else:
-        quiet_now = wall >= quiet.start or wall < quiet.end
+    wraps = quiet.end <= quiet.start
+    quiet_now = (wall >= quiet.start or wall < quiet.end) if wraps else quiet.start <= wall < quiet.end
     return "quiet_hours" if quiet_now else None
 
 

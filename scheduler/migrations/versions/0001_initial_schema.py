@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23
 """
 
@@ -10,9 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
-
-revision = '0001'
+revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -98,206 +96,238 @@ def drop_views() -> None:
 
 def upgrade() -> None:
 
-    op.create_table('campaign',
-    sa.Column('id', sa.String(length=255), nullable=False),
-    sa.Column('name', sa.String(length=255), nullable=False),
-    sa.Column('kind', sa.String(length=16), nullable=False),
-    sa.Column('priority', sa.Integer(), nullable=False),
-    sa.Column('goal', sa.String(length=64), nullable=True),
-    sa.Column('steps', sa.JSON(), nullable=False),
-    sa.Column('source', sa.Text(), nullable=True),
-    sa.Column('loaded_at', sa.DateTime(timezone=True), nullable=True),
-    sa.PrimaryKeyConstraint('id')
+    op.create_table(
+        "campaign",
+        sa.Column("id", sa.String(length=255), nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("priority", sa.Integer(), nullable=False),
+        sa.Column("goal", sa.String(length=64), nullable=True),
+        sa.Column("steps", sa.JSON(), nullable=False),
+        sa.Column("removed_steps", sa.JSON(), nullable=False),
+        sa.Column("source", sa.Text(), nullable=True),
+        sa.Column("loaded_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
     )
-    op.create_table('event',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('event_id', sa.String(length=255), nullable=False),
-    sa.Column('recipient_id', sa.String(length=255), nullable=False),
-    sa.Column('type', sa.String(length=64), nullable=False),
-    sa.Column('at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('channel', sa.String(length=32), nullable=True),
-    sa.Column('touchpoint_id', sa.Integer(), nullable=True),
-    sa.Column('message_id', sa.String(length=255), nullable=True),
-    sa.Column('properties', sa.JSON(), nullable=False),
-    sa.Column('received_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('applied_at', sa.DateTime(timezone=True), nullable=True),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('event_id')
+    op.create_table(
+        "event",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("event_id", sa.String(length=255), nullable=False),
+        sa.Column("recipient_id", sa.String(length=255), nullable=False),
+        sa.Column("type", sa.String(length=64), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("channel", sa.String(length=32), nullable=True),
+        sa.Column("touchpoint_id", sa.Integer(), nullable=True),
+        sa.Column("message_id", sa.String(length=255), nullable=True),
+        sa.Column("properties", sa.JSON(), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("applied_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("event_id"),
     )
-    with op.batch_alter_table('event', schema=None) as batch_op:
-        batch_op.create_index('ix_event_queue', ['applied_at', 'at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_event_recipient_id'), ['recipient_id'], unique=False)
+    with op.batch_alter_table("event", schema=None) as batch_op:
+        batch_op.create_index("ix_event_queue", ["applied_at", "at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_event_recipient_id"), ["recipient_id"], unique=False)
 
-    op.create_table('meta',
-    sa.Column('key', sa.String(length=64), nullable=False),
-    sa.Column('value', sa.Text(), nullable=False),
-    sa.PrimaryKeyConstraint('key')
+    op.create_table(
+        "meta",
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("value", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("key"),
     )
-    op.create_table('recipient',
-    sa.Column('id', sa.String(length=255), nullable=False),
-    sa.Column('email', sa.String(length=320), nullable=True),
-    sa.Column('phone', sa.String(length=32), nullable=True),
-    sa.Column('timezone', sa.String(length=64), nullable=True),
-    sa.Column('locale', sa.String(length=35), nullable=True),
-    sa.Column('value', sa.Float(), nullable=False),
-    sa.Column('attributes', sa.JSON(), nullable=False),
-    sa.Column('suppressed_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('suppressed_reason', sa.String(length=64), nullable=True),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=True),
-    sa.PrimaryKeyConstraint('id')
+    op.create_table(
+        "recipient",
+        sa.Column("id", sa.String(length=255), nullable=False),
+        sa.Column("email", sa.String(length=320), nullable=True),
+        sa.Column("phone", sa.String(length=32), nullable=True),
+        sa.Column("timezone", sa.String(length=64), nullable=True),
+        sa.Column("locale", sa.String(length=35), nullable=True),
+        sa.Column("value", sa.Float(), nullable=False),
+        sa.Column("attributes", sa.JSON(), nullable=False),
+        sa.Column("suppressed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("suppressed_reason", sa.String(length=64), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
     )
-    op.create_table('segment_run',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('campaign_id', sa.String(length=255), nullable=False),
-    sa.Column('scheduled_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('ran_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('enrolled', sa.Integer(), nullable=False),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('campaign_id', 'scheduled_at', name='uq_segment_run')
+    op.create_table(
+        "segment_run",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("campaign_id", sa.String(length=255), nullable=False),
+        sa.Column("scheduled_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ran_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("enrolled", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("campaign_id", "scheduled_at", name="uq_segment_run"),
     )
-    op.create_table('send_log',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('touchpoint_id', sa.Integer(), nullable=True),
-    sa.Column('enrollment_id', sa.Integer(), nullable=True),
-    sa.Column('recipient_id', sa.String(length=255), nullable=False),
-    sa.Column('campaign_id', sa.String(length=255), nullable=False),
-    sa.Column('step_id', sa.String(length=255), nullable=False),
-    sa.Column('channel', sa.String(length=32), nullable=True),
-    sa.Column('adapter', sa.String(length=64), nullable=True),
-    sa.Column('kind', sa.String(length=16), nullable=True),
-    sa.Column('decision', sa.String(length=16), nullable=False),
-    sa.Column('reason', sa.String(length=64), nullable=False),
-    sa.Column('deferred_until', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('asset', sa.Float(), nullable=True),
-    sa.Column('expectation', sa.Float(), nullable=True),
-    sa.Column('fatigue', sa.Float(), nullable=True),
-    sa.Column('engagement_p', sa.Float(), nullable=True),
-    sa.Column('relevance', sa.Float(), nullable=True),
-    sa.Column('value', sa.Float(), nullable=True),
-    sa.Column('net_value', sa.Float(), nullable=True),
-    sa.Column('threshold', sa.Float(), nullable=True),
-    sa.Column('propensity', sa.Float(), nullable=True),
-    sa.Column('provider_message_id', sa.String(length=255), nullable=True),
-    sa.Column('error', sa.Text(), nullable=True),
-    sa.Column('latency_ms', sa.Float(), nullable=True),
-    sa.Column('attempt', sa.Integer(), nullable=True),
-    sa.PrimaryKeyConstraint('id')
+    op.create_table(
+        "send_log",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("touchpoint_id", sa.Integer(), nullable=True),
+        sa.Column("enrollment_id", sa.Integer(), nullable=True),
+        sa.Column("recipient_id", sa.String(length=255), nullable=False),
+        sa.Column("campaign_id", sa.String(length=255), nullable=False),
+        sa.Column("step_id", sa.String(length=255), nullable=False),
+        sa.Column("channel", sa.String(length=32), nullable=True),
+        sa.Column("adapter", sa.String(length=64), nullable=True),
+        sa.Column("kind", sa.String(length=16), nullable=True),
+        sa.Column("decision", sa.String(length=16), nullable=False),
+        sa.Column("reason", sa.String(length=64), nullable=False),
+        sa.Column("deferred_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("asset", sa.Float(), nullable=True),
+        sa.Column("expectation", sa.Float(), nullable=True),
+        sa.Column("fatigue", sa.Float(), nullable=True),
+        sa.Column("engagement_p", sa.Float(), nullable=True),
+        sa.Column("relevance", sa.Float(), nullable=True),
+        sa.Column("value", sa.Float(), nullable=True),
+        sa.Column("net_value", sa.Float(), nullable=True),
+        sa.Column("threshold", sa.Float(), nullable=True),
+        sa.Column("propensity", sa.Float(), nullable=True),
+        sa.Column("provider_message_id", sa.String(length=255), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("latency_ms", sa.Float(), nullable=True),
+        sa.Column("attempt", sa.Integer(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
     )
-    with op.batch_alter_table('send_log', schema=None) as batch_op:
-        batch_op.create_index('ix_send_log_campaign_at', ['campaign_id', 'at'], unique=False)
-        batch_op.create_index('ix_send_log_recipient_at', ['recipient_id', 'at'], unique=False)
-        batch_op.create_index('ix_send_log_touchpoint', ['touchpoint_id'], unique=False)
+    with op.batch_alter_table("send_log", schema=None) as batch_op:
+        batch_op.create_index("ix_send_log_campaign_at", ["campaign_id", "at"], unique=False)
+        batch_op.create_index("ix_send_log_recipient_at", ["recipient_id", "at"], unique=False)
+        batch_op.create_index("ix_send_log_touchpoint", ["touchpoint_id"], unique=False)
 
-    op.create_table('attention',
-    sa.Column('recipient_id', sa.String(length=255), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('asset', sa.Float(), nullable=False),
-    sa.Column('expectation', sa.Float(), nullable=False),
-    sa.Column('fatigue', sa.Float(), nullable=False),
-    sa.Column('engagement', sa.JSON(), nullable=False),
-    sa.Column('interests', sa.JSON(), nullable=False),
-    sa.Column('topic_last_sent', sa.JSON(), nullable=False),
-    sa.Column('recent_sends', sa.JSON(), nullable=False),
-    sa.Column('open_request', sa.Boolean(), nullable=False),
-    sa.Column('last_inbound_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('request_resolved_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('complained_at', sa.DateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['recipient_id'], ['recipient.id'], ),
-    sa.PrimaryKeyConstraint('recipient_id')
+    op.create_table(
+        "attention",
+        sa.Column("recipient_id", sa.String(length=255), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("asset", sa.Float(), nullable=False),
+        sa.Column("expectation", sa.Float(), nullable=False),
+        sa.Column("fatigue", sa.Float(), nullable=False),
+        sa.Column("engagement", sa.JSON(), nullable=False),
+        sa.Column("interests", sa.JSON(), nullable=False),
+        sa.Column("topic_last_sent", sa.JSON(), nullable=False),
+        sa.Column("recent_sends", sa.JSON(), nullable=False),
+        sa.Column("open_request", sa.Boolean(), nullable=False),
+        sa.Column("last_inbound_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("request_resolved_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("complained_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["recipient_id"],
+            ["recipient.id"],
+        ),
+        sa.PrimaryKeyConstraint("recipient_id"),
     )
-    op.create_table('consent',
-    sa.Column('recipient_id', sa.String(length=255), nullable=False),
-    sa.Column('channel', sa.String(length=32), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('source', sa.String(length=64), nullable=True),
-    sa.Column('at', sa.DateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['recipient_id'], ['recipient.id'], ),
-    sa.PrimaryKeyConstraint('recipient_id', 'channel')
+    op.create_table(
+        "consent",
+        sa.Column("recipient_id", sa.String(length=255), nullable=False),
+        sa.Column("channel", sa.String(length=32), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("source", sa.String(length=64), nullable=True),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["recipient_id"],
+            ["recipient.id"],
+        ),
+        sa.PrimaryKeyConstraint("recipient_id", "channel"),
     )
-    op.create_table('enrollment',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('campaign_id', sa.String(length=255), nullable=False),
-    sa.Column('recipient_id', sa.String(length=255), nullable=False),
-    sa.Column('state', sa.String(length=16), nullable=False),
-    sa.Column('enrolled_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('trigger', sa.String(length=255), nullable=True),
-    sa.Column('seen_events', sa.JSON(), nullable=False),
-    sa.Column('ended_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('exit_reason', sa.String(length=255), nullable=True),
-    sa.Column('converted_at', sa.DateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['recipient_id'], ['recipient.id'], ),
-    sa.PrimaryKeyConstraint('id')
+    op.create_table(
+        "enrollment",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("campaign_id", sa.String(length=255), nullable=False),
+        sa.Column("recipient_id", sa.String(length=255), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("enrolled_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("trigger", sa.String(length=255), nullable=True),
+        sa.Column("seen_events", sa.JSON(), nullable=False),
+        sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("exit_reason", sa.String(length=255), nullable=True),
+        sa.Column("converted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["recipient_id"],
+            ["recipient.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
     )
-    with op.batch_alter_table('enrollment', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_enrollment_campaign_id'), ['campaign_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_enrollment_recipient_id'), ['recipient_id'], unique=False)
-        batch_op.create_index('uq_enrollment_active', ['campaign_id', 'recipient_id'], unique=True, sqlite_where=sa.text("state = 'active'"), postgresql_where=sa.text("state = 'active'"))
+    with op.batch_alter_table("enrollment", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_enrollment_campaign_id"), ["campaign_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_enrollment_recipient_id"), ["recipient_id"], unique=False)
+        batch_op.create_index(
+            "uq_enrollment_active",
+            ["campaign_id", "recipient_id"],
+            unique=True,
+            sqlite_where=sa.text("state = 'active'"),
+            postgresql_where=sa.text("state = 'active'"),
+        )
 
-    op.create_table('touchpoint',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('enrollment_id', sa.Integer(), nullable=False),
-    sa.Column('campaign_id', sa.String(length=255), nullable=False),
-    sa.Column('recipient_id', sa.String(length=255), nullable=False),
-    sa.Column('step_id', sa.String(length=255), nullable=False),
-    sa.Column('channel', sa.String(length=32), nullable=True),
-    sa.Column('idempotency_key', sa.String(length=255), nullable=False),
-    sa.Column('state', sa.String(length=16), nullable=False),
-    sa.Column('scheduled_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('due_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('lease_owner', sa.String(length=255), nullable=True),
-    sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('created_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('decided_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('outcome', sa.String(length=16), nullable=True),
-    sa.Column('reason', sa.String(length=64), nullable=True),
-    sa.Column('provider_message_id', sa.String(length=255), nullable=True),
-    sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['enrollment_id'], ['enrollment.id'], ),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('idempotency_key')
+    op.create_table(
+        "touchpoint",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("enrollment_id", sa.Integer(), nullable=False),
+        sa.Column("campaign_id", sa.String(length=255), nullable=False),
+        sa.Column("recipient_id", sa.String(length=255), nullable=False),
+        sa.Column("step_id", sa.String(length=255), nullable=False),
+        sa.Column("channel", sa.String(length=32), nullable=True),
+        sa.Column("idempotency_key", sa.String(length=255), nullable=False),
+        sa.Column("state", sa.String(length=16), nullable=False),
+        sa.Column("scheduled_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("lease_owner", sa.String(length=255), nullable=True),
+        sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("outcome", sa.String(length=16), nullable=True),
+        sa.Column("reason", sa.String(length=64), nullable=True),
+        sa.Column("provider_message_id", sa.String(length=255), nullable=True),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["enrollment_id"],
+            ["enrollment.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("idempotency_key"),
     )
-    with op.batch_alter_table('touchpoint', schema=None) as batch_op:
-        batch_op.create_index('ix_touchpoint_due', ['state', 'due_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_touchpoint_enrollment_id'), ['enrollment_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_touchpoint_provider_message_id'), ['provider_message_id'], unique=False)
-        batch_op.create_index('ix_touchpoint_recipient_due', ['recipient_id', 'state', 'due_at'], unique=False)
+    with op.batch_alter_table("touchpoint", schema=None) as batch_op:
+        batch_op.create_index("ix_touchpoint_due", ["state", "due_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_touchpoint_enrollment_id"), ["enrollment_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_touchpoint_provider_message_id"), ["provider_message_id"], unique=False)
+        batch_op.create_index("ix_touchpoint_recipient_due", ["recipient_id", "state", "due_at"], unique=False)
     create_views()
 
 
 def downgrade() -> None:
     drop_views()
 
-    with op.batch_alter_table('touchpoint', schema=None) as batch_op:
-        batch_op.drop_index('ix_touchpoint_recipient_due')
-        batch_op.drop_index(batch_op.f('ix_touchpoint_provider_message_id'))
-        batch_op.drop_index(batch_op.f('ix_touchpoint_enrollment_id'))
-        batch_op.drop_index('ix_touchpoint_due')
+    with op.batch_alter_table("touchpoint", schema=None) as batch_op:
+        batch_op.drop_index("ix_touchpoint_recipient_due")
+        batch_op.drop_index(batch_op.f("ix_touchpoint_provider_message_id"))
+        batch_op.drop_index(batch_op.f("ix_touchpoint_enrollment_id"))
+        batch_op.drop_index("ix_touchpoint_due")
 
-    op.drop_table('touchpoint')
-    with op.batch_alter_table('enrollment', schema=None) as batch_op:
-        batch_op.drop_index('uq_enrollment_active', sqlite_where=sa.text("state = 'active'"), postgresql_where=sa.text("state = 'active'"))
-        batch_op.drop_index(batch_op.f('ix_enrollment_recipient_id'))
-        batch_op.drop_index(batch_op.f('ix_enrollment_campaign_id'))
+    op.drop_table("touchpoint")
+    with op.batch_alter_table("enrollment", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_enrollment_active",
+            sqlite_where=sa.text("state = 'active'"),
+            postgresql_where=sa.text("state = 'active'"),
+        )
+        batch_op.drop_index(batch_op.f("ix_enrollment_recipient_id"))
+        batch_op.drop_index(batch_op.f("ix_enrollment_campaign_id"))
 
-    op.drop_table('enrollment')
-    op.drop_table('consent')
-    op.drop_table('attention')
-    with op.batch_alter_table('send_log', schema=None) as batch_op:
-        batch_op.drop_index('ix_send_log_touchpoint')
-        batch_op.drop_index('ix_send_log_recipient_at')
-        batch_op.drop_index('ix_send_log_campaign_at')
+    op.drop_table("enrollment")
+    op.drop_table("consent")
+    op.drop_table("attention")
+    with op.batch_alter_table("send_log", schema=None) as batch_op:
+        batch_op.drop_index("ix_send_log_touchpoint")
+        batch_op.drop_index("ix_send_log_recipient_at")
+        batch_op.drop_index("ix_send_log_campaign_at")
 
-    op.drop_table('send_log')
-    op.drop_table('segment_run')
-    op.drop_table('recipient')
-    op.drop_table('meta')
-    with op.batch_alter_table('event', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_event_recipient_id'))
-        batch_op.drop_index('ix_event_queue')
+    op.drop_table("send_log")
+    op.drop_table("segment_run")
+    op.drop_table("recipient")
+    op.drop_table("meta")
+    with op.batch_alter_table("event", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_event_recipient_id"))
+        batch_op.drop_index("ix_event_queue")
 
-    op.drop_table('event')
-    op.drop_table('campaign')
-
+    op.drop_table("event")
+    op.drop_table("campaign")
