@@ -184,9 +184,7 @@ class ConfigurableAdapter(Adapter, Protocol):
 SettingsT = TypeVar("SettingsT", bound=AdapterSettings)
 
 
-def validate_settings(
-    model: type[SettingsT], table: Mapping[str, Any], *, adapter: str
-) -> SettingsT:
+def validate_settings(model: type[SettingsT], table: Mapping[str, Any], *, adapter: str) -> SettingsT:
     """Validate a channel table against ``model``; ``adapter`` may be left out of the table.
 
     Raises :class:`AdapterSettingsError` naming every problem, with a suggestion for
@@ -195,9 +193,7 @@ def validate_settings(
     values = dict(table)
     named = values.setdefault("adapter", adapter)
     if named != adapter:
-        raise AdapterSettingsError(
-            adapter, [f"table names adapter {named!r}, expected {adapter!r}"]
-        )
+        raise AdapterSettingsError(adapter, [f"table names adapter {named!r}, expected {adapter!r}"])
     try:
         return model.model_validate(values)
     except ValidationError as error:

@@ -46,9 +46,7 @@ class ConsoleAdapter:
 
     name: ClassVar[str] = "console"
 
-    def __init__(
-        self, settings: ConsoleSettings | None = None, *, stream: TextIO | None = None
-    ) -> None:
+    def __init__(self, settings: ConsoleSettings | None = None, *, stream: TextIO | None = None) -> None:
         self.settings = settings or ConsoleSettings()
         self._stream = stream
 
@@ -75,10 +73,7 @@ class ConsoleAdapter:
             lines.append(f"From: {self.settings.from_}")
         if message.subject is not None:
             lines.append(f"Subject: {message.subject}")
-        lines.append(
-            f"Campaign: {message.campaign_id} / {message.step_id} "
-            f"({message.kind}, attempt {message.attempt})"
-        )
+        lines.append(f"Campaign: {message.campaign_id} / {message.step_id} ({message.kind}, attempt {message.attempt})")
         lines.append(f"Touchpoint: {message.touchpoint_id}")
         lines.append(f"Key: {message.idempotency_key}")
         if message.html is not None:

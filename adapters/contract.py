@@ -208,9 +208,7 @@ async def check_concurrent_sends(harness: AdapterHarness) -> None:
     assert not failed, f"{len(failed)} of {len(results)} sends failed: {failed[:3]}"
     deliveries = harness.delivered()
     if deliveries is not None:
-        assert sorted(delivery.to for delivery in deliveries) == sorted(
-            message.to for message in messages
-        )
+        assert sorted(delivery.to for delivery in deliveries) == sorted(message.to for message in messages)
 
 
 async def check_aclose_idempotent(harness: AdapterHarness) -> None:
@@ -262,9 +260,7 @@ class AdapterContract:
         run_contract_check(contract_check, harness)
 
 
-async def _check_scripted_failure(
-    harness: AdapterHarness, kind: FailureKind, expected: SendStatus
-) -> None:
+async def _check_scripted_failure(harness: AdapterHarness, kind: FailureKind, expected: SendStatus) -> None:
     failing, following = contract_message(harness, 1), contract_message(harness, 2)
     adapter = await harness.make()
     try:

@@ -28,9 +28,7 @@ class MemoryAdapter:
 
     name: ClassVar[str] = "memory"
 
-    def __init__(
-        self, settings: MemorySettings | None = None, *, script: Iterable[SendResult] = ()
-    ) -> None:
+    def __init__(self, settings: MemorySettings | None = None, *, script: Iterable[SendResult] = ()) -> None:
         self.settings = settings or MemorySettings()
         self.sent: list[Message] = []
         self.attempts: list[tuple[Message, SendResult]] = []

@@ -71,16 +71,12 @@ def register(cls: AdapterClassT, *, replace: bool = False) -> AdapterClassT:
     if not isinstance(name, str) or not name:
         raise TypeError(f"{cls.__qualname__} needs a non-empty class attribute 'name'")
     missing = [
-        attribute
-        for attribute in ("from_settings", "send", "aclose")
-        if not callable(getattr(cls, attribute, None))
+        attribute for attribute in ("from_settings", "send", "aclose") if not callable(getattr(cls, attribute, None))
     ]
     if missing:
         raise TypeError(f"{cls.__qualname__} lacks {', '.join(missing)}")
     existing = ADAPTERS.get(name)
     if existing is not None and existing is not cls and not replace:
-        raise ValueError(
-            f"adapter name {name!r} is taken by {existing.__module__}.{existing.__qualname__}"
-        )
+        raise ValueError(f"adapter name {name!r} is taken by {existing.__module__}.{existing.__qualname__}")
     ADAPTERS[name] = cls
     return cls

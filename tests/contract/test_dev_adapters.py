@@ -57,10 +57,7 @@ class FileHarness(AdapterHarness):
         if not self.outbox.exists():
             return []
         records = [json.loads(line) for line in self.outbox.read_text("utf-8").splitlines()]
-        return [
-            Delivery(r["to"], r["subject"], r["text"], r["headers"], r["idempotency_key"])
-            for r in records
-        ]
+        return [Delivery(r["to"], r["subject"], r["text"], r["headers"], r["idempotency_key"]) for r in records]
 
 
 class ConsoleHarness(AdapterHarness):
