@@ -35,7 +35,7 @@ find_bindir() {
         return 1
     fi
     local candidate
-    candidate="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+    candidate="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
     [[ -n "$candidate" && -x "$candidate/initdb" ]] || return 1
     printf '%s\n' "$candidate"
 }
@@ -163,8 +163,9 @@ max_connections = 200
 EOF
 
     say "starting on 127.0.0.1:$port"
+    # The server must not inherit the lock (fd 9) nor the caller's output pipes.
     if ! as_server_user "$bindir/pg_ctl" -D "$datadir" -l "$datadir/server.log" -w -t 60 start \
-        >/dev/null; then
+        </dev/null >/dev/null 2>&1 9>&-; then
         show_log_tail "$datadir"
         stop_recorded_server
         return 1

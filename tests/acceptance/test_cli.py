@@ -346,6 +346,8 @@ def test_removing_a_middle_step_between_runs_keeps_the_rest_of_the_journey(
         ("reminder", "dropped", "step_removed"),
     ]
     assert workspace.sql("SELECT count(*) FROM touchpoint WHERE step_id = 'outro'") == [(1,)]
+    workspace.ok("tick", "--at", "2026-01-05T12:05:00Z")
+    assert [m["step_id"] for m in workspace.outbox("email")] == ["intro", "outro"]
 
 
 # -- log -----------------------------------------------------------------------------------------
