@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -43,9 +43,10 @@ class RecipientView:
     suppressed: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Numbers:
-    """The model's numbers at decision time, as logged."""
+    """The model's numbers at decision time, as logged (treated as immutable; not frozen
+    because one is built per decision and frozen dataclasses are slow to build)."""
 
     asset: float | None = None
     expectation: float | None = None
@@ -57,14 +58,14 @@ class Numbers:
     threshold: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
-    """What to do with a touchpoint now, and why."""
+    """What to do with a touchpoint now, and why (treated as immutable, like Numbers)."""
 
     decision: Literal["send", "defer", "drop"]
     reason: str
     deferred_until: datetime | None = None
-    numbers: Numbers = Numbers()
+    numbers: Numbers = field(default_factory=Numbers)
     propensity: float = 1.0
 
 

@@ -6,10 +6,14 @@ window: whatever the hour, a due touch is sent at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -107,8 +111,8 @@ def test_daemon_sends_due_touches_and_stops_cleanly_on_sigterm(
     status = daemon.stop()
 
     assert status == 0, daemon.describe()
-    lines = [line for line in daemon.stderr().splitlines() if line.strip()]
-    entries = [json.loads(line) for line in lines]
+    # Every stderr line is a JSON object (structlog's and the libraries' alike).
+    entries = [json.loads(line) for line in daemon.stderr().splitlines() if line.strip()]
     events = [entry["event"] for entry in entries]
     assert "daemon_started" in events
     assert events[-1] == "daemon_stopped"
@@ -191,3 +195,52 @@ def test_removing_a_step_drops_its_pending_touchpoints(start_daemon: StartDaemon
     assert dropped == [("dropped", "step_removed")]
     assert sent_steps(daemon_workspace, "r-1") == ["intro", "outro"]
     assert status == 0, daemon.describe()
+
+
+def read_fifo_line(path: Path, daemon: Daemon) -> dict[str, Any]:
+    """Open the FIFO ``path`` for reading (releasing the daemon's blocked write), read one line."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    received = b""
+
+    def one_line() -> bool:
+        nonlocal received
+        with contextlib.suppress(BlockingIOError):  # nothing written yet
+            received += os.read(descriptor, 65536)
+        return received.endswith(b"\n")
+
+    try:
+        daemon.wait_for(one_line, what="the message written to the outbox FIFO")
+    finally:
+        os.close(descriptor)
+    return dict(json.loads(received))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a POSIX FIFO")
+def test_logs_stay_json_lines_while_a_tick_outlasts_the_interval(
+    start_daemon: StartDaemon, daemon_workspace: Workspace
+) -> None:
+    """A tick slower than tick_interval (a blocked outbox) leaves stderr all JSON lines."""
+    outbox = daemon_workspace.outbox_path("email")
+    outbox.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(outbox)  # writing blocks until a reader opens it: the first send stalls the tick
+    import_event(daemon_workspace, "e-1", "r-1", "signed_up")
+    daemon = start_daemon(daemon_workspace)
+    daemon.wait_for(lambda: daemon.logged("daemon_started"), what="the daemon to start")
+    time.sleep(3)  # three tick intervals pass while the first tick waits on the outbox
+
+    message = read_fifo_line(outbox, daemon)
+    daemon.wait_for(
+        lambda: daemon_workspace.sql("SELECT decision FROM send_log WHERE campaign_id = 'welcome'"),
+        what="the stalled send to be recorded",
+    )
+    status = daemon.stop()
+
+    assert message["step_id"] == "hello"
+    assert status == 0, daemon.describe()
+    not_json = []
+    for line in daemon.stderr().splitlines():
+        try:
+            json.loads(line)
+        except ValueError:
+            not_json.append(line)
+    assert not_json == []
