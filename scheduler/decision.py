@@ -206,8 +206,11 @@ def _timing_gates(
             return t
         if state.open_request:
             return None
-        ends = [x + cooldown for x in (state.last_inbound_at, state.request_resolved_at) if x]
-        return max([t, *ends])
+        latest = t
+        for moment in (state.last_inbound_at, state.request_resolved_at):
+            if moment is not None and moment + cooldown > latest:
+                latest = moment + cooldown
+        return latest
 
     def window_clear(t: datetime) -> datetime | None:
         if window is None and quiet is None:

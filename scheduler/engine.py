@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import structlog
 
 from adapters import Adapter, Message, SendResult, SendStatus
-from scheduler.attention import AttentionState, from_row, on_send, to_row
+from scheduler.attention import AttentionState, decayed, from_row, on_send, to_row
 from scheduler.campaign import Campaign, Step
 from scheduler.catalog import CampaignCatalog, ReloadReport
 from scheduler.config import Settings
@@ -407,6 +407,7 @@ class Engine:
             recipient = context.recipients.get(recipient_id)
             state_row = context.attention.get(recipient_id)
             state = from_row(state_row) if state_row else AttentionState.initial(self.settings.attention)
+            state = decayed(state, now, self.settings.attention)  # once per recipient and batch
             view = None
             if recipient is not None:
                 view = RecipientView(

@@ -7,7 +7,6 @@ enrollment, upserts) read more plainly.
 
 from __future__ import annotations
 
-import json
 import operator
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -17,6 +16,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -73,6 +73,11 @@ _ATTENTION_COLUMNS = (
     "topic_last_sent", "recent_sends", "open_request", "last_inbound_at", "request_resolved_at",
     "complained_at",
 )  # fmt: skip
+_RECIPIENT_COLUMNS = (
+    "id", "email", "phone", "timezone", "locale", "value", "attributes", "suppressed_at",
+    "suppressed_reason", "created_at", "updated_at",
+)  # fmt: skip
+_RECIPIENT_TIMES = frozenset({"suppressed_at", "created_at", "updated_at"})
 _ATTENTION_TIMES = frozenset({"updated_at", "last_inbound_at", "request_resolved_at", "complained_at"})
 _ATTENTION_JSON = frozenset({"engagement", "interests", "topic_last_sent", "recent_sends"})
 
@@ -104,6 +109,8 @@ def create_db_engine(settings: DatabaseSettings) -> sa.Engine:
             if not memory:
                 cursor.execute("PRAGMA journal_mode = WAL")
                 cursor.execute("PRAGMA synchronous = NORMAL")
+                # A 64 MiB page cache keeps the queue's indexes in memory as tables grow.
+                cursor.execute("PRAGMA cache_size = -65536")
             cursor.execute("PRAGMA foreign_keys = OFF")
             cursor.close()
 
@@ -164,6 +171,14 @@ class BatchWrite:
     attention: list[Row] = field(default_factory=list)
     enrollments_ended: list[Row] = field(default_factory=list)
     suppress: list[Row] = field(default_factory=list)
+
+
+@dataclass
+class PreparedBatch:
+    """A batch write as driver statements: ``leased`` ones count rows whose lease was lost."""
+
+    leased: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
+    other: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,20 +277,11 @@ class Store:
 
     def recipients_by_id(self, connection: sa.Connection, ids: Iterable[str]) -> dict[str, Row]:
         """Recipient rows keyed by id."""
-        wanted = list(set(ids))
-        found: dict[str, Row] = {}
-        columns = [c.name for c in recipient_t.columns]
-        times = {"suppressed_at", "created_at", "updated_at"}
-        for chunk in _chunks(wanted, 5000):
-            sql = f"SELECT {', '.join(columns)} FROM recipient WHERE id IN ({self._placeholders(len(chunk))})"
-            for values in connection.exec_driver_sql(sql, tuple(chunk)):
-                row = dict(zip(columns, values, strict=True))
-                attributes = row["attributes"]
-                row["attributes"] = json.loads(attributes) if isinstance(attributes, str) else attributes or {}
-                for name in times:
-                    row[name] = self._read_timestamp(row[name])
-                found[row["id"]] = row
-        return found
+        rows = self._select_in(connection, "recipient", _RECIPIENT_COLUMNS, "id", list(set(ids)),
+                               times=_RECIPIENT_TIMES, json_columns=("attributes",))  # fmt: skip
+        for row in rows:
+            row["attributes"] = row["attributes"] or {}
+        return {row["id"]: row for row in rows}
 
     def upsert_recipients(self, rows: Sequence[Row], consents: Sequence[Row]) -> None:
         """Insert or replace recipient rows (already merged by the caller) and consent rows."""
@@ -502,16 +508,23 @@ class Store:
     ) -> list[Row]:
         """``SELECT columns FROM table WHERE key IN values``, straight through the driver."""
         found: list[Row] = []
-        for chunk in _chunks(values, 5000):
-            sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {key} IN ({self._placeholders(len(chunk))})"
-            for record in connection.exec_driver_sql(sql, tuple(chunk)):
-                row = dict(zip(columns, record, strict=True))
-                for name in json_columns:
-                    if isinstance(row[name], str):
-                        row[name] = json.loads(row[name])
-                for name in times:
+        cursor = connection.connection.cursor()  # the DBAPI cursor: no per-row wrapping
+        try:
+            records: list[Any] = []
+            for chunk in _chunks(values, 5000):
+                sql = f"SELECT {', '.join(columns)} FROM {table} WHERE {key} IN ({self._placeholders(len(chunk))})"
+                cursor.execute(sql, tuple(chunk))
+                records.extend(cursor.fetchall())
+        finally:
+            cursor.close()
+        for record in records:
+            row = dict(zip(columns, record, strict=True))
+            for name in json_columns:
+                row[name] = _json_value(row[name])
+            for name in times:
+                if row[name] is not None:
                     row[name] = self._read_timestamp(row[name])
-                found.append(row)
+            found.append(row)
         return found
 
     def write_attention(self, connection: sa.Connection, rows: Sequence[Row]) -> None:
@@ -586,9 +599,16 @@ class Store:
         """Write one batch: send_log rows, touchpoint states, attention, next touchpoints.
 
         Rows whose lease this owner no longer holds are not touched; returns how many were lost.
-        The statements go to the driver directly: this is the hot path of every tick.
         """
-        ph, js = self._placeholders, json.dumps
+        return self.execute_batch(self.prepare_batch(write, owner))
+
+    def prepare_batch(self, write: BatchWrite, owner: str) -> PreparedBatch:
+        """The statements and parameters of a batch write, ready for the driver.
+
+        Building them is Python work; executing them (``execute_batch``) is mostly the
+        driver's, which can run in another thread meanwhile.
+        """
+        ph = self._placeholders
         converted: dict[datetime, Any] = {}
 
         def ts(value: datetime | None) -> Any:
@@ -600,95 +620,95 @@ class Store:
                 found = converted[value] = self._timestamp(value)
             return found
 
-        with self.transaction() as connection:
-            lost = 0
-            if write.done:
-                sql = (
-                    "UPDATE touchpoint SET state = 'done', outcome = {0}, reason = {0}, decided_at = {0}, "
-                    "sent_at = {0}, provider_message_id = {0}, attempts = {0}, lease_owner = NULL, "
-                    "lease_expires_at = NULL WHERE id = {0} AND lease_owner = {0}"
-                ).format(ph(1))
-                params = [
-                    (r["b_outcome"], r["b_reason"], ts(r["b_decided_at"]), ts(r["b_sent_at"]),
-                     r["b_provider_message_id"], r["b_attempts"], r["b_id"], owner)
-                    for r in write.done
-                ]  # fmt: skip
-                lost += len(params) - max(connection.exec_driver_sql(sql, params).rowcount, 0)
-            if write.rescheduled:
-                sql = (
-                    "UPDATE touchpoint SET due_at = {0}, attempts = {0}, lease_owner = NULL, "
-                    "lease_expires_at = NULL WHERE id = {0} AND lease_owner = {0}"
-                ).format(ph(1))
-                moves = [(ts(r["b_due_at"]), r["b_attempts"], r["b_id"], owner) for r in write.rescheduled]
-                lost += len(moves) - max(connection.exec_driver_sql(sql, moves).rowcount, 0)
-            if write.send_log:
-                sql = f"INSERT INTO send_log ({', '.join(SEND_LOG_COLUMNS)}) VALUES ({ph(len(SEND_LOG_COLUMNS))})"
-                fields = operator.attrgetter(*SEND_LOG_COLUMNS)
-                at_index, until_index = (
-                    SEND_LOG_COLUMNS.index("at"),
-                    SEND_LOG_COLUMNS.index("deferred_until"),
-                )
-                params = []
-                for entry in write.send_log:
-                    values = list(fields(entry))
-                    values[at_index] = ts(values[at_index])
-                    values[until_index] = ts(values[until_index])
-                    params.append(tuple(values))
-                connection.exec_driver_sql(sql, params)
-            if write.new_touchpoints:
-                sql = (
-                    f"INSERT INTO touchpoint ({', '.join(_NEW_TOUCHPOINT_COLUMNS)}) "
-                    f"VALUES ({ph(len(_NEW_TOUCHPOINT_COLUMNS))}) ON CONFLICT (idempotency_key) DO NOTHING"
-                )
-                connection.exec_driver_sql(
+        prepared = PreparedBatch()
+        if write.done:
+            sql = (
+                "UPDATE touchpoint SET state = 'done', outcome = {0}, reason = {0}, decided_at = {0}, "
+                "sent_at = {0}, provider_message_id = {0}, attempts = {0}, lease_owner = NULL, "
+                "lease_expires_at = NULL WHERE id = {0} AND lease_owner = {0}"
+            ).format(ph(1))
+            params = [
+                (r["b_outcome"], r["b_reason"], ts(r["b_decided_at"]), ts(r["b_sent_at"]),
+                 r["b_provider_message_id"], r["b_attempts"], r["b_id"], owner)
+                for r in write.done
+            ]  # fmt: skip
+            prepared.leased.append((sql, params))
+        if write.rescheduled:
+            sql = (
+                "UPDATE touchpoint SET due_at = {0}, attempts = {0}, lease_owner = NULL, "
+                "lease_expires_at = NULL WHERE id = {0} AND lease_owner = {0}"
+            ).format(ph(1))
+            moves = [(ts(r["b_due_at"]), r["b_attempts"], r["b_id"], owner) for r in write.rescheduled]
+            prepared.leased.append((sql, moves))
+        if write.send_log:
+            sql = f"INSERT INTO send_log ({', '.join(SEND_LOG_COLUMNS)}) VALUES ({ph(len(SEND_LOG_COLUMNS))})"
+            fields = operator.attrgetter(*SEND_LOG_COLUMNS)
+            at_index, until_index = SEND_LOG_COLUMNS.index("at"), SEND_LOG_COLUMNS.index("deferred_until")
+            entries = []
+            for entry in write.send_log:
+                values = list(fields(entry))
+                values[at_index] = ts(values[at_index])
+                values[until_index] = ts(values[until_index])
+                entries.append(tuple(values))
+            prepared.other.append((sql, entries))
+        if write.new_touchpoints:
+            sql = (
+                f"INSERT INTO touchpoint ({', '.join(_NEW_TOUCHPOINT_COLUMNS)}) "
+                f"VALUES ({ph(len(_NEW_TOUCHPOINT_COLUMNS))}) ON CONFLICT (idempotency_key) DO NOTHING"
+            )
+            prepared.other.append(
+                (
                     sql,
                     [
                         tuple(ts(r[c]) if c in _TOUCHPOINT_TIMES else r[c] for c in _NEW_TOUCHPOINT_COLUMNS)
                         for r in write.new_touchpoints
                     ],
                 )
-            if write.attention:
-                updates = ", ".join(f"{c} = excluded.{c}" for c in _ATTENTION_COLUMNS[1:])
-                sql = (
-                    f"INSERT INTO attention ({', '.join(_ATTENTION_COLUMNS)}) VALUES ({ph(len(_ATTENTION_COLUMNS))}) "
-                    f"ON CONFLICT (recipient_id) DO UPDATE SET {updates}"
-                )
-                connection.exec_driver_sql(
+            )
+        if write.attention:
+            updates = ", ".join(f"{c} = excluded.{c}" for c in _ATTENTION_COLUMNS[1:])
+            sql = (
+                f"INSERT INTO attention ({', '.join(_ATTENTION_COLUMNS)}) VALUES ({ph(len(_ATTENTION_COLUMNS))}) "
+                f"ON CONFLICT (recipient_id) DO UPDATE SET {updates}"
+            )
+            prepared.other.append(
+                (
                     sql,
                     [
                         tuple(
-                            ts(r[c]) if c in _ATTENTION_TIMES else js(r[c]) if c in _ATTENTION_JSON else r[c]
+                            ts(r[c]) if c in _ATTENTION_TIMES else _json_text(r[c]) if c in _ATTENTION_JSON else r[c]
                             for c in _ATTENTION_COLUMNS
                         )
                         for r in write.attention
                     ],
                 )
-            if write.enrollments_ended:
-                sql = ("UPDATE enrollment SET state = {0}, ended_at = {0} WHERE id = {0} AND state = 'active'").format(
-                    ph(1)
-                )
-                connection.exec_driver_sql(
-                    sql,
-                    [(r["b_state"], ts(r["b_ended_at"]), r["b_id"]) for r in write.enrollments_ended],
-                )
-            if write.suppress:
-                connection.execute(
-                    recipient_t.update()
-                    .where(recipient_t.c.id == sa.bindparam("b_id"))
-                    .values(
-                        suppressed_at=sa.bindparam("b_at"),
-                        suppressed_reason=sa.bindparam("b_reason"),
-                    ),
-                    write.suppress,
-                )
+            )
+        if write.enrollments_ended:
+            sql = "UPDATE enrollment SET state = {0}, ended_at = {0} WHERE id = {0} AND state = 'active'".format(ph(1))
+            prepared.other.append(
+                (sql, [(r["b_state"], ts(r["b_ended_at"]), r["b_id"]) for r in write.enrollments_ended])
+            )
+        if write.suppress:
+            sql = "UPDATE recipient SET suppressed_at = {0}, suppressed_reason = {0} WHERE id = {0}".format(ph(1))
+            prepared.other.append((sql, [(ts(r["b_at"]), r["b_reason"], r["b_id"]) for r in write.suppress]))
+        return prepared
+
+    def execute_batch(self, prepared: PreparedBatch) -> int:
+        """Run a prepared batch write in one transaction; return how many leased rows were lost."""
+        with self.transaction() as connection:
+            lost = 0
+            for sql, params in prepared.leased:
+                lost += len(params) - max(connection.exec_driver_sql(sql, params).rowcount, 0)
+            for sql, params in prepared.other:
+                connection.exec_driver_sql(sql, params)
             return lost
 
     @staticmethod
     def _read_timestamp(value: Any) -> datetime | None:
         if value is None:
             return None
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
+        if isinstance(value, str):  # SQLite keeps naive UTC text; the suffix parses it aware, fast
+            return datetime.fromisoformat(value + "+00:00")
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)  # type: ignore[no-any-return]
 
     def _placeholders(self, count: int) -> str:
@@ -751,6 +771,24 @@ class Store:
             query = query.where(tbl.c[key] == value)
         with self.engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
+
+
+def _json_text(value: Any) -> str:
+    """JSON text for a JSON column (empty containers without a trip through the encoder)."""
+    if not value:
+        return "[]" if isinstance(value, list | tuple) else "{}"
+    return orjson.dumps(value).decode()
+
+
+def _json_value(value: Any) -> Any:
+    """A JSON column's value as the driver returned it (text on SQLite, parsed on PostgreSQL)."""
+    if not isinstance(value, str):
+        return value
+    if value == "{}":
+        return {}
+    if value == "[]":
+        return []
+    return orjson.loads(value)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
