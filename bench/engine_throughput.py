@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from scheduler import Engine
+from scheduler.runtime import tune_gc
 
 CAMPAIGN = """
 id = "bench"
@@ -100,6 +101,7 @@ def main() -> int:
         flush=True,
     )
 
+    tune_gc()  # as the daemon and `tact tick` do after start-up
     decided = 0
     tick_seconds = 0.0
     for day in range(3):

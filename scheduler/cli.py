@@ -24,6 +24,7 @@ from scheduler.engine import Engine, IngestReport
 from scheduler.errors import CampaignError, ConfigError, TactError
 from scheduler.logs import configure_logging
 from scheduler.readers import RawRow, read_rows
+from scheduler.runtime import tune_gc
 
 app = typer.Typer(
     help="Tact: drip-campaign touchpoints, each one worth the recipient's attention.",
@@ -101,6 +102,7 @@ def tick(
     instant = _parse_instant(at) if at else None
     settings = _settings(config)
     with _engine(settings) as engine:
+        tune_gc()
         result = engine.tick(instant, collect=False)
     summary = ", ".join(f"{key}={count}" for key, count in sorted(result.counts.items())) or "nothing due"
     out.print(

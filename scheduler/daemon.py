@@ -14,6 +14,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from scheduler.engine import Engine
+from scheduler.runtime import tune_gc
 
 log = structlog.get_logger("tact.daemon")
 
@@ -94,4 +95,5 @@ class Daemon:
 
 def run_daemon(engine: Engine) -> None:
     """Run the daemon in this process until it is stopped."""
+    tune_gc()
     asyncio.run(Daemon(engine).serve())

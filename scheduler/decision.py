@@ -69,7 +69,7 @@ class Decision:
     propensity: float = 1.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Touch:
     """One touchpoint as the decision sees it."""
 

@@ -120,7 +120,7 @@ class IngestReport:
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (index, reason, message)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Planned:
     touchpoint: Row
     campaign: Campaign | None
