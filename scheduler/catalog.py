@@ -108,7 +108,9 @@ class CampaignCatalog:
         report.removed.extend(cid for cid in self.campaigns if cid not in campaigns)
         self._by_file = by_file
         self.campaigns = campaigns
-        self.loaded_once = True
         if report.loaded or report.removed:
-            log.info("campaigns_loaded", loaded=report.loaded, removed=report.removed)
+            # The first load is announced by the command itself (e.g. daemon_started).
+            emit = log.info if self.loaded_once else log.debug
+            emit("campaigns_loaded", loaded=report.loaded, removed=report.removed)
+        self.loaded_once = True
         return report
