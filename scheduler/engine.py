@@ -611,10 +611,6 @@ class Engine:
                     base, channel=item.step.channel, kind=item.campaign.kind, topics=item.step.topics,
                     at=now, params=self.settings.attention, keep=keep,
                 )  # fmt: skip
-            if decision == "failed" and result is not None and result.status == SendStatus.REJECTED:
-                detail = (result.detail or "").lower()
-                if "bounce" in detail or "no such user" in detail:
-                    write.suppress.append({"b_id": tp["recipient_id"], "b_at": now, "b_reason": "hard_bounce"})
             self._advance(item, reason, now, context, write)
         write.attention.extend({"recipient_id": rid, **to_row(state)} for rid, state in states.items())
         return write, rows
