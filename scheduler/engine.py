@@ -46,13 +46,6 @@ from scheduler.tokens import TokenSigner
 log = structlog.get_logger("tact.engine")
 T = TypeVar("T")
 
-DECISION_FIELDS = (
-    "touchpoint_id", "recipient_id", "campaign_id", "step_id", "channel", "adapter", "decision",
-    "reason", "deferred_until", "asset", "expectation", "fatigue", "engagement_p", "relevance",
-    "value", "net_value", "threshold", "propensity", "provider_message_id", "error",
-    "latency_ms", "attempt",
-)  # fmt: skip
-
 
 def utcnow() -> datetime:
     """The wall clock, in UTC."""

@@ -17,7 +17,7 @@ from scheduler.campaign import Campaign, cron_trigger, matches
 from scheduler.catalog import CampaignCatalog
 from scheduler.config import Settings
 from scheduler.errors import TactError
-from scheduler.store import Row, Store, event_t, recipient_t
+from scheduler.store import Row, Store
 
 log = structlog.get_logger("tact.journey")
 
@@ -52,9 +52,7 @@ class Journeys:
                 events = self.store.queued_events(connection, now, EVENT_CHUNK)
                 if events:
                     self._apply(connection, events, now)
-                    connection.execute(
-                        event_t.update().where(event_t.c.id.in_([e["id"] for e in events])).values(applied_at=now)
-                    )
+                    self.store.mark_applied(connection, [e["id"] for e in events], now)
             total += len(events)
             if len(events) < EVENT_CHUNK:
                 return total
@@ -86,7 +84,7 @@ class Journeys:
                 changed_states.add(rid)
             consents.extend(self._consent_changes(event))
             if kind == "bounced" and (event["properties"] or {}).get("type", "hard") != "soft":
-                connection.execute(self._suppress_stmt(), {"b_id": rid, "b_at": at, "b_reason": "bounced"})
+                self.store.suppress(connection, rid, at, "bounced")
 
             for enrollment in enrollments.get(rid, []):
                 if enrollment["state"] != "active" or enrollment["enrolled_at"] > at:
@@ -117,9 +115,7 @@ class Journeys:
             touchpoint_id = self.store.touchpoint_for_message(connection, event["message_id"])
             if touchpoint_id is not None:
                 event["touchpoint_id"] = touchpoint_id
-                connection.execute(
-                    event_t.update().where(event_t.c.id == event["id"]).values(touchpoint_id=touchpoint_id)
-                )
+                self.store.attribute_event(connection, event["id"], touchpoint_id)
 
     def _update_state(self, connection: sa.Connection, state: AttentionState, event: Row) -> AttentionState:
         kind, at = event["type"], event["at"]
@@ -169,14 +165,6 @@ class Journeys:
             enrollment["seen_events"] = [*enrollment["seen_events"], kind]
             touched = True
         return touched
-
-    @staticmethod
-    def _suppress_stmt() -> Any:
-        return (
-            recipient_t.update()
-            .where(recipient_t.c.id == sa.bindparam("b_id"), recipient_t.c.suppressed_at.is_(None))
-            .values(suppressed_at=sa.bindparam("b_at"), suppressed_reason=sa.bindparam("b_reason"))
-        )
 
     # -- enrollment ----------------------------------------------------------------------------
 

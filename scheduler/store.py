@@ -38,6 +38,8 @@ from scheduler.tables import (
     SegmentRun,
     SendLog,
     Touchpoint,
+    sqlite_text,
+    utc_from_db,
 )
 
 recipient_t = Recipient.__table__  # type: ignore[attr-defined]
@@ -170,15 +172,6 @@ class BatchWrite:
     new_touchpoints: list[Row] = field(default_factory=list)
     attention: list[Row] = field(default_factory=list)
     enrollments_ended: list[Row] = field(default_factory=list)
-    suppress: list[Row] = field(default_factory=list)
-
-
-@dataclass
-class PreparedBatch:
-    """A batch write as driver statements: ``leased`` ones count rows whose lease was lost."""
-
-    leased: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
-    other: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,6 +385,22 @@ class Store:
         )
         return [dict(r) for r in connection.execute(query).mappings()]
 
+    def mark_applied(self, connection: sa.Connection, event_ids: Sequence[int], now: datetime) -> None:
+        """Mark queued events as applied."""
+        connection.execute(event_t.update().where(event_t.c.id.in_(list(event_ids))).values(applied_at=now))
+
+    def attribute_event(self, connection: sa.Connection, event_id: int, touchpoint_id: int) -> None:
+        """Record which touch an event answers."""
+        connection.execute(event_t.update().where(event_t.c.id == event_id).values(touchpoint_id=touchpoint_id))
+
+    def suppress(self, connection: sa.Connection, recipient_id: str, at: datetime, reason: str) -> None:
+        """Suppress a recipient's address (the first suppression is kept)."""
+        connection.execute(
+            recipient_t.update()
+            .where(recipient_t.c.id == recipient_id, recipient_t.c.suppressed_at.is_(None))
+            .values(suppressed_at=at, suppressed_reason=reason)
+        )
+
     def touchpoint_for_message(self, connection: sa.Connection, message_id: str) -> int | None:
         """The touchpoint a provider message id belongs to."""
         return connection.execute(
@@ -435,9 +444,15 @@ class Store:
 
     def insert_touchpoints(self, connection: sa.Connection, rows: Sequence[Row]) -> None:
         """Queue touchpoints; an existing idempotency key is left alone."""
-        if rows:
-            stmt = self._insert(touchpoint_t).on_conflict_do_nothing(index_elements=[touchpoint_t.c.idempotency_key])
-            connection.execute(stmt, list(rows))
+        if not rows:
+            return
+        ts = self._timestamp
+        sql = (
+            f"INSERT INTO touchpoint ({', '.join(_NEW_TOUCHPOINT_COLUMNS)}) "
+            f"VALUES ({self._placeholders(len(_NEW_TOUCHPOINT_COLUMNS))}) ON CONFLICT (idempotency_key) DO NOTHING"
+        )
+        params = [tuple(ts(r[c]) if c in _TOUCHPOINT_TIMES else r[c] for c in _NEW_TOUCHPOINT_COLUMNS) for r in rows]
+        connection.exec_driver_sql(sql, params)
 
     def update_enrollments(self, connection: sa.Connection, rows: Sequence[Row]) -> None:
         """Write back changed enrollments (``id`` plus the columns to set)."""
@@ -523,7 +538,7 @@ class Store:
                 row[name] = _json_value(row[name])
             for name in times:
                 if row[name] is not None:
-                    row[name] = self._read_timestamp(row[name])
+                    row[name] = utc_from_db(row[name])
             found.append(row)
         return found
 
@@ -531,12 +546,21 @@ class Store:
         """Insert or replace attention rows."""
         if not rows:
             return
-        stmt = self._insert(attention_t)
-        columns = [c.name for c in attention_t.columns if c.name != "recipient_id"]
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[attention_t.c.recipient_id], set_={c: stmt.excluded[c] for c in columns}
+        ts = self._timestamp
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _ATTENTION_COLUMNS[1:])
+        sql = (
+            f"INSERT INTO attention ({', '.join(_ATTENTION_COLUMNS)}) "
+            f"VALUES ({self._placeholders(len(_ATTENTION_COLUMNS))}) "
+            f"ON CONFLICT (recipient_id) DO UPDATE SET {updates}"
         )
-        connection.execute(stmt, list(rows))
+        params = [
+            tuple(
+                ts(r[c]) if c in _ATTENTION_TIMES else _json_text(r[c]) if c in _ATTENTION_JSON else r[c]
+                for c in _ATTENTION_COLUMNS
+            )
+            for r in rows
+        ]
+        connection.exec_driver_sql(sql, params)
 
     # -- the hot path --------------------------------------------------------------------------
 
@@ -599,117 +623,50 @@ class Store:
         """Write one batch: send_log rows, touchpoint states, attention, next touchpoints.
 
         Rows whose lease this owner no longer holds are not touched; returns how many were lost.
+        The statements go to the driver directly: this is the hot path of every tick.
         """
-        return self.execute_batch(self.prepare_batch(write, owner))
-
-    def prepare_batch(self, write: BatchWrite, owner: str) -> PreparedBatch:
-        """The statements and parameters of a batch write, ready for the driver.
-
-        Building them is Python work; executing them (``execute_batch``) is mostly the
-        driver's, which can run in another thread meanwhile.
-        """
-        ph = self._placeholders
-        converted: dict[datetime, Any] = {}
-
-        def ts(value: datetime | None) -> Any:
-            # Most timestamps of a batch are the tick's own instant: convert each value once.
-            if value is None:
-                return None
-            found = converted.get(value)
-            if found is None:
-                found = converted[value] = self._timestamp(value)
-            return found
-
-        prepared = PreparedBatch()
-        if write.done:
-            sql = (
-                "UPDATE touchpoint SET state = 'done', outcome = {0}, reason = {0}, decided_at = {0}, "
-                "sent_at = {0}, provider_message_id = {0}, attempts = {0}, lease_owner = NULL, "
-                "lease_expires_at = NULL WHERE id = {0} AND lease_owner = {0}"
-            ).format(ph(1))
-            params = [
-                (r["b_outcome"], r["b_reason"], ts(r["b_decided_at"]), ts(r["b_sent_at"]),
-                 r["b_provider_message_id"], r["b_attempts"], r["b_id"], owner)
-                for r in write.done
-            ]  # fmt: skip
-            prepared.leased.append((sql, params))
-        if write.rescheduled:
-            sql = (
-                "UPDATE touchpoint SET due_at = {0}, attempts = {0}, lease_owner = NULL, "
-                "lease_expires_at = NULL WHERE id = {0} AND lease_owner = {0}"
-            ).format(ph(1))
-            moves = [(ts(r["b_due_at"]), r["b_attempts"], r["b_id"], owner) for r in write.rescheduled]
-            prepared.leased.append((sql, moves))
-        if write.send_log:
-            sql = f"INSERT INTO send_log ({', '.join(SEND_LOG_COLUMNS)}) VALUES ({ph(len(SEND_LOG_COLUMNS))})"
-            fields = operator.attrgetter(*SEND_LOG_COLUMNS)
-            at_index, until_index = SEND_LOG_COLUMNS.index("at"), SEND_LOG_COLUMNS.index("deferred_until")
-            entries = []
-            for entry in write.send_log:
-                values = list(fields(entry))
-                values[at_index] = ts(values[at_index])
-                values[until_index] = ts(values[until_index])
-                entries.append(tuple(values))
-            prepared.other.append((sql, entries))
-        if write.new_touchpoints:
-            sql = (
-                f"INSERT INTO touchpoint ({', '.join(_NEW_TOUCHPOINT_COLUMNS)}) "
-                f"VALUES ({ph(len(_NEW_TOUCHPOINT_COLUMNS))}) ON CONFLICT (idempotency_key) DO NOTHING"
-            )
-            prepared.other.append(
-                (
-                    sql,
-                    [
-                        tuple(ts(r[c]) if c in _TOUCHPOINT_TIMES else r[c] for c in _NEW_TOUCHPOINT_COLUMNS)
-                        for r in write.new_touchpoints
-                    ],
-                )
-            )
-        if write.attention:
-            updates = ", ".join(f"{c} = excluded.{c}" for c in _ATTENTION_COLUMNS[1:])
-            sql = (
-                f"INSERT INTO attention ({', '.join(_ATTENTION_COLUMNS)}) VALUES ({ph(len(_ATTENTION_COLUMNS))}) "
-                f"ON CONFLICT (recipient_id) DO UPDATE SET {updates}"
-            )
-            prepared.other.append(
-                (
-                    sql,
-                    [
-                        tuple(
-                            ts(r[c]) if c in _ATTENTION_TIMES else _json_text(r[c]) if c in _ATTENTION_JSON else r[c]
-                            for c in _ATTENTION_COLUMNS
-                        )
-                        for r in write.attention
-                    ],
-                )
-            )
-        if write.enrollments_ended:
-            sql = "UPDATE enrollment SET state = {0}, ended_at = {0} WHERE id = {0} AND state = 'active'".format(ph(1))
-            prepared.other.append(
-                (sql, [(r["b_state"], ts(r["b_ended_at"]), r["b_id"]) for r in write.enrollments_ended])
-            )
-        if write.suppress:
-            sql = "UPDATE recipient SET suppressed_at = {0}, suppressed_reason = {0} WHERE id = {0}".format(ph(1))
-            prepared.other.append((sql, [(ts(r["b_at"]), r["b_reason"], r["b_id"]) for r in write.suppress]))
-        return prepared
-
-    def execute_batch(self, prepared: PreparedBatch) -> int:
-        """Run a prepared batch write in one transaction; return how many leased rows were lost."""
+        ph, ts = self._placeholders, self._timestamp
         with self.transaction() as connection:
             lost = 0
-            for sql, params in prepared.leased:
+            if write.done:
+                sql = (
+                    "UPDATE touchpoint SET state = 'done', outcome = {0}, reason = {0}, decided_at = {0}, "
+                    "sent_at = {0}, provider_message_id = {0}, attempts = {0}, lease_owner = NULL, "
+                    "lease_expires_at = NULL WHERE id = {0} AND lease_owner = {0}"
+                ).format(ph(1))
+                params = [
+                    (r["b_outcome"], r["b_reason"], ts(r["b_decided_at"]), ts(r["b_sent_at"]),
+                     r["b_provider_message_id"], r["b_attempts"], r["b_id"], owner)
+                    for r in write.done
+                ]  # fmt: skip
                 lost += len(params) - max(connection.exec_driver_sql(sql, params).rowcount, 0)
-            for sql, params in prepared.other:
-                connection.exec_driver_sql(sql, params)
+            if write.rescheduled:
+                sql = (
+                    "UPDATE touchpoint SET due_at = {0}, attempts = {0}, lease_owner = NULL, "
+                    "lease_expires_at = NULL WHERE id = {0} AND lease_owner = {0}"
+                ).format(ph(1))
+                moves = [(ts(r["b_due_at"]), r["b_attempts"], r["b_id"], owner) for r in write.rescheduled]
+                lost += len(moves) - max(connection.exec_driver_sql(sql, moves).rowcount, 0)
+            if write.send_log:
+                sql = f"INSERT INTO send_log ({', '.join(SEND_LOG_COLUMNS)}) VALUES ({ph(len(SEND_LOG_COLUMNS))})"
+                fields = operator.attrgetter(*SEND_LOG_COLUMNS)
+                at_index, until_index = SEND_LOG_COLUMNS.index("at"), SEND_LOG_COLUMNS.index("deferred_until")
+                entries = []
+                for entry in write.send_log:
+                    values = list(fields(entry))
+                    values[at_index] = ts(values[at_index])
+                    values[until_index] = ts(values[until_index])
+                    entries.append(tuple(values))
+                connection.exec_driver_sql(sql, entries)
+            self.insert_touchpoints(connection, write.new_touchpoints)
+            self.write_attention(connection, write.attention)
+            if write.enrollments_ended:
+                sql = "UPDATE enrollment SET state = {0}, ended_at = {0} WHERE id = {0} AND state = 'active'".format(
+                    ph(1)
+                )
+                ended = [(r["b_state"], ts(r["b_ended_at"]), r["b_id"]) for r in write.enrollments_ended]
+                connection.exec_driver_sql(sql, ended)
             return lost
-
-    @staticmethod
-    def _read_timestamp(value: Any) -> datetime | None:
-        if value is None:
-            return None
-        if isinstance(value, str):  # SQLite keeps naive UTC text; the suffix parses it aware, fast
-            return datetime.fromisoformat(value + "+00:00")
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)  # type: ignore[no-any-return]
 
     def _placeholders(self, count: int) -> str:
         mark = "?" if self.dialect == "sqlite" else "%s"
@@ -719,19 +676,7 @@ class Store:
         """A timestamp as the driver stores it (the same text SQLAlchemy writes on SQLite)."""
         if value is None or self.dialect != "sqlite":
             return value
-        if value.tzinfo is not UTC:
-            value = value.astimezone(UTC)
-        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-
-    def release(self, ids: Sequence[int], owner: str) -> None:
-        """Give up leases (used when a batch cannot be finished)."""
-        with self.transaction() as connection:
-            for chunk in _chunks(list(ids), 5000):
-                connection.execute(
-                    touchpoint_t.update()
-                    .where(touchpoint_t.c.id.in_(chunk), touchpoint_t.c.lease_owner == owner)
-                    .values(lease_owner=None, lease_expires_at=None)
-                )
+        return sqlite_text(value)
 
     # -- reading the log -----------------------------------------------------------------------
 

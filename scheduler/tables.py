@@ -7,12 +7,35 @@ contract (docs/send-log.md): append-only, one row per decision.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+
+@functools.lru_cache(maxsize=4096)
+def sqlite_text(value: datetime) -> str:
+    """An aware datetime as SQLite stores it: naive UTC text, the format SQLAlchemy writes.
+
+    Cached: most timestamps of a tick's batch are the tick's own instant.
+    """
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def utc_from_db(value: Any) -> datetime | None:
+    """A stored timestamp as an aware UTC datetime (SQLite text or a driver's datetime)."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # naive UTC text: the suffix makes fromisoformat parse it aware
+        return datetime.fromisoformat(value + "+00:00")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+    return value.astimezone(UTC)  # type: ignore[no-any-return]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -30,13 +53,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if isinstance(value, str):
-            return datetime.fromisoformat(value + "+00:00")  # naive UTC text, parsed aware
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
-        return value.astimezone(UTC)  # type: ignore[no-any-return]
+        return utc_from_db(value)
 
 
 def _ts(*, nullable: bool = True, index: bool = False) -> Any:
