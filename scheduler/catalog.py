@@ -42,6 +42,7 @@ class CampaignCatalog:
         self.channels = set(channels)
         self.sample_recipient = sample_recipient or None
         self.campaigns: dict[str, Campaign] = {}
+        self._goals: frozenset[str] = frozenset()
         self._by_file: dict[Path, Campaign] = {}
         self._signature: tuple[tuple[str, int, int], ...] | None = None
         self.loaded_once = False
@@ -56,6 +57,10 @@ class CampaignCatalog:
     def triggered_by(self, event_type: str) -> list[Campaign]:
         """Campaigns that enroll on this event type."""
         return [c for c in self.campaigns.values() if c.trigger.event == event_type]
+
+    def goals(self) -> frozenset[str]:
+        """The event types that are some campaign's goal (conversions, to the model)."""
+        return self._goals
 
     def scheduled(self) -> list[Campaign]:
         """Campaigns that enroll a segment on a cron schedule."""
@@ -108,6 +113,7 @@ class CampaignCatalog:
         report.removed.extend(cid for cid in self.campaigns if cid not in campaigns)
         self._by_file = by_file
         self.campaigns = campaigns
+        self._goals = frozenset(c.exit.goal for c in campaigns.values() if c.exit.goal)
         if report.loaded or report.removed:
             # The first load is announced by the command itself (e.g. daemon_started).
             emit = log.info if self.loaded_once else log.debug

@@ -110,6 +110,7 @@ class CapsSettings(_Section):
 class AttentionSettings(_Section):
     """Constants of the attention asset model (docs/attention-model.md)."""
 
+    enabled: bool = True
     theta: float = 0.0
     holdout: float = Field(0.05, ge=0, le=1)
     explore: float = Field(0.0, ge=0, le=1)
@@ -125,9 +126,31 @@ class AttentionSettings(_Section):
         default_factory=lambda: {"email": timedelta(hours=72), "sms": timedelta(hours=24)}
     )
     inbound_cooldown: Duration = timedelta(hours=48)
-    eta_up: float = 0.15
-    eta_down: float = 0.30
-    beta: float = 0.2
+    eta_up: float = Field(0.15, ge=0, le=1)
+    eta_down: float = Field(0.30, ge=0, le=1)
+    beta: float = Field(0.2, ge=0, le=1)
+    outcome_value: dict[str, float] = Field(
+        default_factory=lambda: {
+            "replied": 1.0,
+            "converted": 1.0,
+            "clicked": 0.6,
+            "opened": 0.1,
+            "ignored": 0.0,
+            "unsubscribed": -1.0,
+            "complained": -2.0,
+        }
+    )
+    open_credit: float = Field(0.3, ge=0, le=1)
+    interest_rate: float = Field(0.2, ge=0, le=1)
+    kappa: float = Field(0.35, ge=0)
+    novelty_drop: float = Field(0.5, ge=0, le=1)
+    novelty_half_life: Duration = timedelta(days=7)
+    unsubscribe_base: dict[str, float] = Field(default_factory=lambda: {"email": 0.002, "sms": 0.005})
+    kappa_u: float = Field(0.3, ge=0)
+    unsubscribe_max: float = Field(0.2, ge=0, le=1)
+    positive_outcome: float = 0.6
+    lambda_asset: float = Field(0.25, ge=0)
+    unsubscribe_loss: float = Field(0.3, ge=0)
 
 
 class ApiSettings(_Section):

@@ -9,25 +9,29 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from scheduler.attention import AttentionState, decayed, engagement_rate, relevance
+from scheduler.attention import AttentionState, decayed
 from scheduler.campaign import Campaign, Step
 from scheduler.config import Settings
+from scheduler.value import Estimate, TouchTerms, estimate, rested
 from scheduler.windows import (
     CapRule,
     QuietHours,
     WeeklyWindow,
     cap_clear_time,
     cap_gate,
+    hourly_candidates,
     next_allowed,
     next_window_opening,
     window_gate,
     zone,
 )
+
+ONE_HOUR = timedelta(hours=1)
 
 DecisionKind = Literal["sent", "deferred", "dropped", "failed", "retrying"]
 
@@ -78,6 +82,7 @@ class Touch:
     scheduled_at: datetime
     enrollment_state: str
     seen_events: Collection[str]
+    key: str = ""  # the touchpoint's idempotency key: seeds exploration draws
 
 
 def in_holdout(recipient_id: str, fraction: float) -> bool:
@@ -113,7 +118,9 @@ def decide(
     campaign, step = touch.campaign, touch.step
     marketing = campaign.kind == "marketing"
     state = decayed(state, at, settings.attention)
-    numbers = _numbers(state, step, settings)
+    terms = touch_terms(touch, recipient)
+    now = estimate(state, terms, at, settings.attention)
+    numbers = _numbers(state, step, now, settings)
 
     permission = _permission_gate(marketing, recipient, step.channel, state, settings)
     if permission:
@@ -127,7 +134,12 @@ def decide(
     if at > last_chance:
         return Decision("drop", "expired", numbers=numbers)
 
-    timing = _timing_gates(touch, recipient, state, at, settings, last_chance)
+    if not settings.attention.enabled:
+        # The model is off (fixed cadence, as simulations compare): no open-request gate and
+        # no value rule; windows and caps still apply.
+        state = replace(state, open_request=False, last_inbound_at=None, request_resolved_at=None)
+    gates = _Gates(touch, recipient, state, settings)
+    timing = gates.check(at, last_chance)
     if timing is not None:
         return timing.with_numbers(numbers)
 
@@ -135,21 +147,81 @@ def decide(
         return Decision("send", "transactional", numbers=numbers)
     if campaign.policy == "always":
         return Decision("send", "always", numbers=numbers)
+    if not settings.attention.enabled:
+        return Decision("send", "fixed", numbers=numbers)
     if in_holdout(recipient.id, settings.attention.holdout):
         return Decision("send", "holdout", numbers=numbers)
-    return Decision("send", "value_ok", numbers=numbers)
+    decision = _by_value(terms, now, state, at, settings, numbers, gates, last_chance)
+    return _explore(decision, touch, at, settings, gates, last_chance)
 
 
-def _numbers(state: AttentionState, step: Step, settings: Settings) -> Numbers:
+def touch_terms(touch: Touch, recipient: RecipientView) -> TouchTerms:
+    """The touch as the value estimate sees it."""
+    campaign, step = touch.campaign, touch.step
+    index = campaign.step_index(step.id)
+    later = campaign.steps[index:] if index is not None else [step]
+    return TouchTerms(
+        channel=step.channel,
+        topics=step.topics,
+        value=step.value,
+        remaining=sum(s.value for s in later),
+        recipient_value=recipient.value,
+    )
+
+
+def _by_value(
+    terms: TouchTerms,
+    now: Estimate,
+    state: AttentionState,
+    at: datetime,
+    settings: Settings,
+    numbers: Numbers,
+    gates: _Gates,
+    last_chance: datetime,
+) -> Decision:
+    """Rule 8: send when NV(now) ≥ θ; else defer to the first allowed hour where it is; drop
+    what is not worth sending even to a rested recipient."""
     params = settings.attention
+    if now.net_value >= params.theta:
+        return Decision("send", "value_ok", numbers=numbers)
+    if estimate(rested(state), terms, at, params).net_value < params.theta:
+        return Decision("drop", "value_below_threshold", numbers=numbers)
+    for candidate in hourly_candidates(at + ONE_HOUR, last_chance, gates.allowed):
+        later = decayed(state, candidate, params)
+        if estimate(later, terms, candidate, params).net_value >= params.theta:
+            return Decision("defer", "fatigue", deferred_until=candidate, numbers=numbers)
+    return Decision("drop", "fatigue", numbers=numbers)
+
+
+def _explore(
+    decision: Decision, touch: Touch, at: datetime, settings: Settings, gates: _Gates, last_chance: datetime
+) -> Decision:
+    """With probability ``explore``, take the other action; log how likely the action was."""
+    rate = settings.attention.explore
+    if rate <= 0:
+        return decision
+    digest = hashlib.sha256(f"explore:{touch.key}:{at.isoformat()}".encode()).digest()
+    flipped = int.from_bytes(digest[:8], "big") / 2**64 < rate
+    if not flipped:
+        return replace(decision, propensity=1 - rate)
+    if decision.decision != "send":
+        return Decision("send", "explore", numbers=decision.numbers, propensity=rate)
+    later = next(hourly_candidates(at + ONE_HOUR, last_chance, gates.allowed), None)
+    if later is None:
+        return Decision("drop", "explore", numbers=decision.numbers, propensity=rate)
+    return Decision("defer", "explore", deferred_until=later, numbers=decision.numbers, propensity=rate)
+
+
+def _numbers(state: AttentionState, step: Step, parts: Estimate, settings: Settings) -> Numbers:
     return Numbers(
         asset=state.asset,
         expectation=state.expectation,
         fatigue=state.fatigue,
-        engagement_p=engagement_rate(state, step.channel, params),
-        relevance=relevance(state, step.topics, params),
+        engagement_p=parts.engagement_p,
+        relevance=parts.relevance,
         value=step.value,
-        threshold=params.theta,
+        net_value=parts.net_value,
+        threshold=settings.attention.theta,
     )
 
 
@@ -184,68 +256,70 @@ class _Timing:
         return Decision(self.decision, self.reason, deferred_until=self.until, numbers=numbers)
 
 
-def _timing_gates(
-    touch: Touch,
-    recipient: RecipientView,
-    state: AttentionState,
-    at: datetime,
-    settings: Settings,
-    last_chance: datetime,
-) -> _Timing | None:
-    """Open request, windows and caps: the first failing gate names the reason; the deferral
-    goes to the earliest instant all of them allow."""
-    campaign, step = touch.campaign, touch.step
-    marketing = campaign.kind == "marketing"
-    tz = recipient_zone(recipient, campaign, settings)
-    window = _window(campaign)
-    quiet = _quiet(settings, marketing)
-    cooldown = settings.attention.inbound_cooldown
+class _Gates:
+    """Open request, windows and caps for one touch: which instants they allow, and the first
+    one that fails now (its reason names the deferral)."""
 
-    def request_clear(t: datetime) -> datetime | None:
-        if not marketing:
+    def __init__(self, touch: Touch, recipient: RecipientView, state: AttentionState, settings: Settings) -> None:
+        campaign = touch.campaign
+        self.marketing = campaign.kind == "marketing"
+        self.state = state
+        self.settings = settings
+        self.tz = recipient_zone(recipient, campaign, settings)
+        self.window = _window(campaign)
+        self.quiet = _quiet(settings, self.marketing)
+        self.caps = _cap_inputs(state, touch.step.channel, settings) if self.marketing else None
+
+    def request_clear(self, t: datetime) -> datetime | None:
+        if not self.marketing:
             return t
+        state = self.state
         if state.open_request:
             return None
+        cooldown = self.settings.attention.inbound_cooldown
         latest = t
         for moment in (state.last_inbound_at, state.request_resolved_at):
             if moment is not None and moment + cooldown > latest:
                 latest = moment + cooldown
         return latest
 
-    def window_clear(t: datetime) -> datetime | None:
-        if window is None and quiet is None:
+    def window_clear(self, t: datetime) -> datetime | None:
+        if self.window is None and self.quiet is None:
             return t
-        return next_window_opening(t, tz, window, quiet)
+        return next_window_opening(t, self.tz, self.window, self.quiet)
 
-    caps = _cap_inputs(state, step.channel, settings) if marketing else None
-
-    def caps_clear(t: datetime) -> datetime | None:
-        if caps is None:
+    def caps_clear(self, t: datetime) -> datetime | None:
+        if self.caps is None:
             return t
-        rule, history, gap_history = caps
-        return cap_clear_time(t, history, rule, settings.caps.min_gap, gap_history)
+        rule, history, gap_history = self.caps
+        return cap_clear_time(t, history, rule, self.settings.caps.min_gap, gap_history)
 
-    reason: str | None = None
-    if request_clear(at) != at:
-        reason = "open_request"
-    elif window is not None or quiet is not None:
-        reason = window_gate(at, tz, window, quiet)
-    if reason is None and caps is not None:
-        rule, history, gap_history = caps
-        if cap_gate(at, history, rule, settings.caps.min_gap, gap_history):
-            reason = "frequency_cap"
-    if reason is None:
-        return None
+    def allowed(self, t: datetime) -> bool:
+        """Whether every timing gate lets the touch go at ``t``."""
+        return self.request_clear(t) == t and self.window_clear(t) == t and self.caps_clear(t) == t
 
-    if reason == "open_request" and state.open_request:
-        # No end is known: wait until the last chance; support_resolved pulls it forward.
-        if at >= last_chance:
+    def check(self, at: datetime, last_chance: datetime) -> _Timing | None:
+        """None when the touch may go now; else the deferral (or drop) and its reason."""
+        reason: str | None = None
+        if self.request_clear(at) != at:
+            reason = "open_request"
+        elif self.window is not None or self.quiet is not None:
+            reason = window_gate(at, self.tz, self.window, self.quiet)
+        if reason is None and self.caps is not None:
+            rule, history, gap_history = self.caps
+            if cap_gate(at, history, rule, self.settings.caps.min_gap, gap_history):
+                reason = "frequency_cap"
+        if reason is None:
+            return None
+        if reason == "open_request" and self.state.open_request:
+            # No end is known: wait until the last chance; support_resolved pulls it forward.
+            if at >= last_chance:
+                return _Timing("drop", reason, None)
+            return _Timing("defer", reason, last_chance)
+        until = next_allowed(at, [self.request_clear, self.window_clear, self.caps_clear])
+        if until is None or until > last_chance:
             return _Timing("drop", reason, None)
-        return _Timing("defer", reason, last_chance)
-    until = next_allowed(at, [request_clear, window_clear, caps_clear])
-    if until is None or until > last_chance:
-        return _Timing("drop", reason, None)
-    return _Timing("defer", reason, until)
+        return _Timing("defer", reason, until)
 
 
 def _window(campaign: Campaign) -> WeeklyWindow | None:

@@ -36,12 +36,14 @@ from scheduler.decision import (
     Touch,
     cap_memory,
     decide,
+    touch_terms,
 )
 from scheduler.errors import RecordError, TactError
 from scheduler.journey import Journeys, recipient_fields
 from scheduler.records import parse_event, parse_recipient
 from scheduler.store import BatchWrite, Row, Store
 from scheduler.tokens import TokenSigner
+from scheduler.value import estimate
 
 log = structlog.get_logger("tact.engine")
 T = TypeVar("T")
@@ -360,6 +362,7 @@ class Engine:
         now = (at or self.clock()).astimezone(UTC)
         result = TickResult(at=now)
         result.events_applied = await self._db(self.journeys.apply_events, now)
+        await self._db(self.journeys.resolve_outcomes, now)
         result.enrolled = await self._db(self.journeys.run_segments, now)
         batches = 0
         batch_size = self.settings.engine.batch_size
@@ -410,7 +413,12 @@ class Engine:
                     consent=context.consents.get(recipient_id, {}),
                     suppressed=recipient["suppressed_at"] is not None,
                 )
-            ordered = sorted(touchpoints, key=lambda t: (-self._priority(t), t["due_at"], t["id"]))
+            if len(touchpoints) > 1 and view is not None:
+                # Competing touches: higher priority first, then higher NV.
+                worth = {t["id"]: self._net_value(t, view, state, now) for t in touchpoints}
+                ordered = sorted(touchpoints, key=lambda t: (-self._priority(t), -worth[t["id"]], t["due_at"], t["id"]))
+            else:
+                ordered = touchpoints
             for touchpoint in ordered:
                 item = self._decide_one(touchpoint, view, recipient, state, context, now)
                 planned.append(item)
@@ -418,9 +426,19 @@ class Engine:
                     state = on_send(
                         state, channel=item.step.channel, kind=item.campaign.kind,
                         topics=item.step.topics, at=now, params=self.settings.attention, keep=keep,
+                        touchpoint_id=touchpoint["id"],
                     )  # fmt: skip
                     item.state_after = state
         return planned
+
+    def _net_value(self, touchpoint: Row, view: RecipientView, state: AttentionState, now: datetime) -> float:
+        campaign = self.catalog.get(touchpoint["campaign_id"])
+        step = campaign.step(touchpoint["step_id"]) if campaign else None
+        if campaign is None or step is None:
+            return 0.0
+        touch = Touch(campaign=campaign, step=step, scheduled_at=touchpoint["scheduled_at"],
+                      enrollment_state="active", seen_events=())  # fmt: skip
+        return estimate(state, touch_terms(touch, view), now, self.settings.attention).net_value
 
     def _priority(self, touchpoint: Row) -> int:
         campaign = self.catalog.get(touchpoint["campaign_id"])
@@ -448,6 +466,7 @@ class Engine:
             scheduled_at=touchpoint["scheduled_at"],
             enrollment_state=enrollment.get("state", "active"),
             seen_events=enrollment.get("seen_events") or (),
+            key=touchpoint["idempotency_key"],
         )
         decision = decide(touch, view, state, now, self.settings)
         item = _Planned(touchpoint, campaign, step, decision)
@@ -602,7 +621,7 @@ class Engine:
                     base = from_row(state_row) if state_row else AttentionState.initial(self.settings.attention)
                 states[rid] = on_send(
                     base, channel=item.step.channel, kind=item.campaign.kind, topics=item.step.topics,
-                    at=now, params=self.settings.attention, keep=keep,
+                    at=now, params=self.settings.attention, keep=keep, touchpoint_id=tp["id"],
                 )  # fmt: skip
             self._advance(item, reason, now, context, write)
         write.attention.extend({"recipient_id": rid, **to_row(state)} for rid, state in states.items())

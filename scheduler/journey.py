@@ -5,14 +5,13 @@ enrolling segments on their cron schedule. Runs inside the tick, before touchpoi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
 
-from scheduler.attention import AttentionState, from_row, to_row
+from scheduler.attention import MODEL_EVENTS, AttentionState, decayed, from_row, on_event, to_row
 from scheduler.campaign import Campaign, cron_trigger, matches
 from scheduler.catalog import CampaignCatalog
 from scheduler.config import Settings
@@ -23,7 +22,6 @@ log = structlog.get_logger("tact.journey")
 
 EVENT_CHUNK = 1000
 SEGMENT_PAGE = 5000
-INBOUND_TYPES = frozenset({"replied", "inbound_message"})
 
 
 def recipient_fields(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -119,17 +117,37 @@ class Journeys:
 
     def _update_state(self, connection: sa.Connection, state: AttentionState, event: Row) -> AttentionState:
         kind, at = event["type"], event["at"]
-        if kind == "complained":
-            return replace(state, complained_at=state.complained_at or at)
-        if kind == "support_opened":
-            return replace(state, open_request=True, last_inbound_at=_later(state.last_inbound_at, at))
+        if kind in self.catalog.goals():
+            kind = "converted"  # a campaign's goal reached is a conversion, whatever its name
+        if kind not in MODEL_EVENTS:
+            return state
         if kind == "support_resolved":
             cleared = at + self.settings.attention.inbound_cooldown
             self.store.recall_deferred(connection, event["recipient_id"], cleared)
-            return replace(state, open_request=False, request_resolved_at=_later(state.request_resolved_at, at))
-        if kind in INBOUND_TYPES:
-            return replace(state, last_inbound_at=_later(state.last_inbound_at, at))
-        return state
+        return on_event(
+            state,
+            kind,
+            at,
+            self.settings.attention,
+            channel=event.get("channel"),
+            touchpoint_id=event.get("touchpoint_id"),
+        )
+
+    def resolve_outcomes(self, now: datetime) -> int:
+        """Settle the outcome windows that closed by ``now`` (ignored touches); return how many
+        recipients' states moved."""
+        total = 0
+        params = self.settings.attention
+        while True:
+            with self.store.transaction() as connection:
+                rows = self.store.attention_due(connection, now, EVENT_CHUNK)
+                states = [
+                    {"recipient_id": rid, **to_row(decayed(from_row(row), now, params))} for rid, row in rows.items()
+                ]
+                self.store.write_attention(connection, states)
+            total += len(states)
+            if len(states) < EVENT_CHUNK:
+                return total
 
     def _consent_changes(self, event: Row) -> list[Row]:
         kind, channel = event["type"], event.get("channel")

@@ -73,15 +73,15 @@ _TOUCHPOINT_TIMES = frozenset({"scheduled_at", "due_at", "created_at"})
 _ATTENTION_COLUMNS = (
     "recipient_id", "updated_at", "asset", "expectation", "fatigue", "engagement", "interests",
     "topic_last_sent", "recent_sends", "open_request", "last_inbound_at", "request_resolved_at",
-    "complained_at",
+    "complained_at", "outcomes", "resolve_at",
 )  # fmt: skip
 _RECIPIENT_COLUMNS = (
     "id", "email", "phone", "timezone", "locale", "value", "attributes", "suppressed_at",
     "suppressed_reason", "created_at", "updated_at",
 )  # fmt: skip
 _RECIPIENT_TIMES = frozenset({"suppressed_at", "created_at", "updated_at"})
-_ATTENTION_TIMES = frozenset({"updated_at", "last_inbound_at", "request_resolved_at", "complained_at"})
-_ATTENTION_JSON = frozenset({"engagement", "interests", "topic_last_sent", "recent_sends"})
+_ATTENTION_TIMES = frozenset({"updated_at", "last_inbound_at", "request_resolved_at", "complained_at", "resolve_at"})
+_ATTENTION_JSON = frozenset({"engagement", "interests", "topic_last_sent", "recent_sends", "outcomes"})
 
 
 def normalise_url(url: str) -> str:
@@ -541,6 +541,19 @@ class Store:
                     row[name] = utc_from_db(row[name])
             found.append(row)
         return found
+
+    def attention_due(self, connection: sa.Connection, now: datetime, limit: int) -> dict[str, Row]:
+        """Attention rows with an outcome window closed by ``now``."""
+        ids = [
+            row[0]
+            for row in connection.execute(
+                sa.select(attention_t.c.recipient_id)
+                .where(attention_t.c.resolve_at <= now)
+                .order_by(attention_t.c.resolve_at)
+                .limit(limit)
+            )
+        ]
+        return self.attention_of(connection, ids) if ids else {}
 
     def write_attention(self, connection: sa.Connection, rows: Sequence[Row]) -> None:
         """Insert or replace attention rows."""

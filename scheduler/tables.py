@@ -106,6 +106,10 @@ class Attention(SQLModel, table=True):
     last_inbound_at: datetime | None = _ts()
     request_resolved_at: datetime | None = _ts()
     complained_at: datetime | None = _ts()
+    outcomes: list[Any] = Field(
+        default_factory=list, sa_column=sa.Column(sa.JSON(), nullable=False, server_default=sa.text("'[]'"))
+    )
+    resolve_at: datetime | None = _ts(index=True)
 
 
 class Enrollment(SQLModel, table=True):

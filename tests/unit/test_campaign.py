@@ -63,7 +63,7 @@ def test_shipped_examples_load_without_errors() -> None:
     """Every example campaign in campaigns/ loads with the email and sms channels."""
     campaigns, errors = load_campaigns(ROOT / "campaigns", channels=CHANNELS)
     assert errors == []
-    assert set(campaigns) == {"trial-onboarding", "weekly-digest", "order-followup"}
+    assert set(campaigns) == {"trial-onboarding", "weekly-digest", "order-followup", "newsletter", "upgrade-offer"}
 
 
 def test_trial_onboarding_example_reads_as_written() -> None:

@@ -47,10 +47,12 @@ def test_schema_is_a_valid_draft_2020_12_schema() -> None:
 
 
 def test_there_are_examples_to_check() -> None:
-    """The three shipped example campaigns are found."""
+    """The shipped example campaigns are found."""
     assert [path.name for path in EXAMPLES] == [
+        "newsletter.toml",
         "order-followup.toml",
         "trial-onboarding.toml",
+        "upgrade-offer.toml",
         "weekly-digest.toml",
     ]
 
