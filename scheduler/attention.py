@@ -287,7 +287,7 @@ def _realized(answer: str, params: AttentionSettings) -> float:
     return params.outcome_value.get(answer, 0.0)
 
 
-def _asset_step(asset: float, expectation: float, realized: float, params: AttentionSettings) -> float:
+def asset_step(asset: float, expectation: float, realized: float, params: AttentionSettings) -> float:
     """P − E = S: trust grows by a share of what is left to gain, falls by a share of what it has."""
     surprise = realized - expectation
     if surprise >= 0:
@@ -300,7 +300,9 @@ def _resolve(
 ) -> AttentionState:
     """Settle a touch with its answer: asset and expectation move, counts and interests learn."""
     realized = _realized(answer, params)
-    asset = _clamp(_asset_step(state.asset, state.expectation, realized, params))
+    asset = _clamp(asset_step(state.asset, state.expectation, realized, params))
+    if realized < 0:
+        asset = min(asset, state.asset)  # a rebuff never builds trust, whatever was expected
     expectation = state.expectation + params.beta * (realized - state.expectation)
     state = replace(state, asset=asset, expectation=expectation)
     state = _direct(state, answer, outcome.channel, outcome.topics, params)
@@ -315,7 +317,7 @@ def _correct(state: AttentionState, outcome: Outcome, answer: str, params: Atten
     two answers' updates, and relearn the counts."""
     before = _realized(outcome.answer, params)
     after = _realized(answer, params)
-    delta = _asset_step(state.asset, state.expectation, after, params) - _asset_step(
+    delta = asset_step(state.asset, state.expectation, after, params) - asset_step(
         state.asset, state.expectation, before, params
     )
     a, b = state.engagement.get(outcome.channel, params.engagement_prior)

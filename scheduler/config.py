@@ -11,7 +11,7 @@ from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeFloat, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -114,14 +114,14 @@ class AttentionSettings(_Section):
     theta: float = 0.0
     holdout: float = Field(0.05, ge=0, le=1)
     explore: float = Field(0.0, ge=0, le=1)
-    asset_start: float = 0.5
-    expectation_start: float = 0.1
-    interest_start: float = 0.3
+    asset_start: float = Field(0.5, ge=0, le=1)
+    expectation_start: float = Field(0.1, ge=-2, le=1)
+    interest_start: float = Field(0.3, ge=0, le=1)
     engagement_prior: tuple[float, float] = (1.0, 19.0)
     fatigue_half_life: Duration = timedelta(hours=72)
     asset_half_life: Duration = timedelta(days=60)
     engagement_half_life: Duration = timedelta(days=90)
-    fatigue_weight: dict[str, float] = Field(default_factory=lambda: {"email": 1.0, "sms": 2.5})
+    fatigue_weight: dict[str, NonNegativeFloat] = Field(default_factory=lambda: {"email": 1.0, "sms": 2.5})
     outcome_window: dict[str, Duration] = Field(
         default_factory=lambda: {"email": timedelta(hours=72), "sms": timedelta(hours=24)}
     )
@@ -145,10 +145,10 @@ class AttentionSettings(_Section):
     kappa: float = Field(0.35, ge=0)
     novelty_drop: float = Field(0.5, ge=0, le=1)
     novelty_half_life: Duration = timedelta(days=7)
-    unsubscribe_base: dict[str, float] = Field(default_factory=lambda: {"email": 0.002, "sms": 0.005})
+    unsubscribe_base: dict[str, NonNegativeFloat] = Field(default_factory=lambda: {"email": 0.002, "sms": 0.005})
     kappa_u: float = Field(0.3, ge=0)
     unsubscribe_max: float = Field(0.2, ge=0, le=1)
-    positive_outcome: float = 0.6
+    positive_outcome: float = Field(0.6, ge=0, le=1)
     lambda_asset: float = Field(0.25, ge=0)
     unsubscribe_loss: float = Field(0.3, ge=0)
 

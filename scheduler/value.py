@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from scheduler.attention import AttentionState, engagement_rate, half, relevance
+from scheduler.attention import AttentionState, asset_step, engagement_rate, half, relevance
 from scheduler.config import AttentionSettings
 
 
@@ -65,9 +65,10 @@ def estimate(state: AttentionState, terms: TouchTerms, at: datetime, params: Att
         base * math.exp(params.kappa_u * (fatigue + weight)) * (1.5 - asset) * (1.2 - 0.4 * rho),
     )
     loss = worth * params.unsubscribe_loss * (asset + terms.remaining)
-    expectation = state.expectation
-    gain = max(params.positive_outcome - expectation, 0.0)
-    asset_change = p_hat * params.eta_up * gain * (1 - asset) - (1 - p_hat) * params.eta_down * expectation * asset
+    # E[ΔA]: the asset's move if the touch earns a typical positive answer, or is ignored.
+    engaged = asset_step(asset, state.expectation, params.positive_outcome, params) - asset
+    ignored = asset_step(asset, state.expectation, params.outcome_value.get("ignored", 0.0), params) - asset
+    asset_change = p_hat * engaged + (1 - p_hat) * ignored
     net = benefit - p_unsub * loss + params.lambda_asset * worth * asset_change
     return Estimate(
         engagement_p=p_hat,
