@@ -364,6 +364,68 @@ def explain(recipient: Annotated[str, typer.Argument(help="Recipient id.")], con
     out.print(text, highlight=False, markup=False)
 
 
+@app.command()
+def simulate(
+    campaigns: Annotated[
+        Path | None, typer.Option("--campaigns", help="Campaigns directory (default: the config's).")
+    ] = None,
+    recipients: Annotated[int, typer.Option("--recipients", min=1, help="Synthetic population size.")] = 5000,
+    days: Annotated[int, typer.Option("--days", min=1, help="Simulated days.")] = 90,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same population and luck).")] = 1,
+    world: Annotated[
+        str,
+        typer.Option("--world", help="Hidden dynamics: default, light-fatigue, heavy-fatigue, wrong-values, no-trust."),
+    ] = "default",
+    policies: Annotated[
+        str, typer.Option("--policies", help="Comma-separated policies to run: fixed, cap, value.")
+    ] = "fixed,cap,value",
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", min=1, help="Parallel processes (default: CPUs, up to 4).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report with plots.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the real engine on a synthetic population for each policy and compare them."""
+    from scheduler.simulation.report import render_text, to_json, write_html
+    from scheduler.simulation.runner import SimulationOptions, run_simulation
+
+    settings = _settings(config)
+    chosen = tuple(p.strip() for p in policies.split(",") if p.strip())
+    unknown = [p for p in chosen if p not in ("fixed", "cap", "value")]
+    if unknown or not chosen:
+        err.print(f"error: unknown policy {', '.join(unknown) or '(none)'}; use fixed, cap, value", markup=False)
+        raise typer.Exit(2)
+    options = SimulationOptions(
+        recipients=recipients,
+        days=days,
+        seed=seed,
+        campaigns_dir=campaigns or settings.campaigns_dir,
+        config_path=config,
+        world=world,
+        policies=chosen,
+    )
+    if jobs is not None:
+        options.jobs = jobs
+    with Progress(
+        TextColumn("simulating"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
+        console=err, transient=True, disable=as_json and not err.is_terminal,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("simulate", total=1.0)
+        try:
+            result = run_simulation(options, lambda _label, done: progress.update(task, completed=done))
+        except TactError as exc:
+            err.print(f"error: {exc}", highlight=False, markup=False)
+            raise typer.Exit(2) from None
+    if html is not None:
+        write_html(result, html)
+        err.print(f"report written to {html}", highlight=False, markup=False)
+    if as_json:
+        typer.echo(json.dumps(to_json(result), indent=2))
+    else:
+        render_text(result, out)
+
+
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
     """Create or upgrade the database schema to this version of Tact."""

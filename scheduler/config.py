@@ -69,6 +69,7 @@ class EngineSettings(_Section):
     concurrency: int = Field(50, ge=1)
     default_max_defer: Duration = timedelta(days=7)
     cron_misfire_grace: Duration = timedelta(hours=1)
+    resolve_interval: Duration = timedelta(minutes=5)
     retry_base: Duration = timedelta(seconds=30)
     retry_max: Duration = timedelta(hours=1)
     worker_id: str | None = None

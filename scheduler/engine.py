@@ -42,6 +42,7 @@ from scheduler.errors import RecordError, TactError
 from scheduler.journey import Journeys, recipient_fields
 from scheduler.records import parse_event, parse_recipient
 from scheduler.store import BatchWrite, Row, Store
+from scheduler.templates import RenderedMessage
 from scheduler.tokens import TokenSigner
 from scheduler.value import estimate
 
@@ -154,6 +155,9 @@ class Engine:
         self.clock = clock
         self.owner = settings.engine.worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.offload_db = False
+        # False: messages go out without rendered bodies (simulation: nobody reads them).
+        self.render_bodies = True
+        self._resolved_at: datetime | None = None
         self.removed_steps: dict[str, dict[str, str | None]] = {}
         self._random = random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -362,7 +366,13 @@ class Engine:
         now = (at or self.clock()).astimezone(UTC)
         result = TickResult(at=now)
         result.events_applied = await self._db(self.journeys.apply_events, now)
-        await self._db(self.journeys.resolve_outcomes, now)
+        if (
+            self._resolved_at is None
+            or now - self._resolved_at >= self.settings.engine.resolve_interval
+            or now < self._resolved_at
+        ):
+            await self._db(self.journeys.resolve_outcomes, now)
+            self._resolved_at = now
         result.enrolled = await self._db(self.journeys.run_segments, now)
         batches = 0
         batch_size = self.settings.engine.batch_size
@@ -489,7 +499,10 @@ class Engine:
             "unsubscribe_url": unsubscribe_url,
         }
         try:
-            rendered = campaign.compiled(step.id).render(context)
+            if self.render_bodies:
+                rendered = campaign.compiled(step.id).render(context)
+            else:
+                rendered = RenderedMessage(subject=step.subject, text="", html=None)
         except TactError as exc:
             item.decision = Decision("drop", "template_error", numbers=item.decision.numbers)
             item.error = str(exc)

@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
+from apscheduler.triggers.cron import CronTrigger
 
 from scheduler.attention import MODEL_EVENTS, AttentionState, decayed, from_row, on_event, to_row
 from scheduler.campaign import Campaign, cron_trigger, matches
@@ -39,6 +40,9 @@ class Journeys:
         self.store = store
         self.catalog = catalog
         self.settings = settings
+        # Per scheduled campaign: (schedule, zone) and its next cron instant, so idle ticks
+        # need no database round trip. Only a hint: the segment_run row decides.
+        self._next_fire: dict[str, tuple[tuple[str | None, str], datetime]] = {}
 
     # -- events --------------------------------------------------------------------------------
 
@@ -259,7 +263,10 @@ class Journeys:
                 recipients = self.store.recipients_by_id(connection, chunk)
                 unknown.extend(rid for rid in chunk if rid not in recipients)
                 existing: dict[str, list[Row]] = {}
-                for row in self.store.enrollments_of(connection, recipients):
+                mine = self.store.enrollments_of(
+                    connection, recipients, campaign_id=campaign.id, active_only=campaign.trigger.reenroll
+                )
+                for row in mine:
                     existing.setdefault(row["recipient_id"], []).append(row)
                 new = [
                     self._new_enrollment(campaign, rid, at, "manual")
@@ -276,7 +283,14 @@ class Journeys:
         """Enroll matching recipients for every cron instant that came due; return how many."""
         total = 0
         for campaign in self.catalog.scheduled():
+            key = (campaign.trigger.schedule, self._schedule_zone(campaign))
+            known = self._next_fire.get(campaign.id)
+            if known is not None and known[0] == key and now < known[1]:
+                continue  # not due yet: no need to ask the database
             fire = self._due_instant(campaign, now)
+            following = self._trigger(campaign).get_next_fire_time(None, now + timedelta(microseconds=1))
+            if following is not None:
+                self._next_fire[campaign.id] = (key, following.astimezone(UTC))
             if fire is None:
                 continue
             with self.store.transaction() as connection:
@@ -292,11 +306,16 @@ class Journeys:
             )
         return total
 
+    def _schedule_zone(self, campaign: Campaign) -> str:
+        return (campaign.send_window.timezone if campaign.send_window else None) or self.settings.timezone
+
+    def _trigger(self, campaign: Campaign) -> CronTrigger:
+        assert campaign.trigger.schedule is not None
+        return cron_trigger(campaign.trigger.schedule, self._schedule_zone(campaign))
+
     def _due_instant(self, campaign: Campaign, now: datetime) -> datetime | None:
         """The latest cron instant in (last run or now - misfire grace, now], if any."""
-        assert campaign.trigger.schedule is not None
-        zone_name = (campaign.send_window.timezone if campaign.send_window else None) or self.settings.timezone
-        trigger = cron_trigger(campaign.trigger.schedule, zone_name)
+        trigger = self._trigger(campaign)
         with self.store.engine.connect() as connection:
             last = self.store.last_segment_run(connection, campaign.id)
         start = now - self.settings.engine.cron_misfire_grace
@@ -326,7 +345,13 @@ class Journeys:
                 if matches(segment, recipient_fields(r)) and matches(campaign.audience, recipient_fields(r))
             ]
             existing: dict[str, list[Row]] = {}
-            for row in self.store.enrollments_of(connection, [r["id"] for r in candidates]):
+            mine = self.store.enrollments_of(
+                connection,
+                [r["id"] for r in candidates],
+                campaign_id=campaign.id,
+                active_only=campaign.trigger.reenroll,
+            )  # re-enrolling campaigns only need to know who is enrolled now
+            for row in mine:
                 existing.setdefault(row["recipient_id"], []).append(row)
             new = [
                 self._new_enrollment(campaign, r["id"], fire, f"schedule:{fire.isoformat()}")

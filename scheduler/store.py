@@ -409,16 +409,23 @@ class Store:
 
     # -- enrollment ----------------------------------------------------------------------------
 
-    def enrollments_of(self, connection: sa.Connection, recipient_ids: Iterable[str]) -> list[Row]:
-        """Every enrollment of these recipients."""
+    def enrollments_of(
+        self,
+        connection: sa.Connection,
+        recipient_ids: Iterable[str],
+        *,
+        campaign_id: str | None = None,
+        active_only: bool = False,
+    ) -> list[Row]:
+        """The enrollments of these recipients (in one campaign, or only active ones, if asked)."""
         rows: list[Row] = []
         for chunk in _chunks(list(set(recipient_ids)), 5000):
-            rows.extend(
-                dict(r)
-                for r in connection.execute(
-                    sa.select(enrollment_t).where(enrollment_t.c.recipient_id.in_(chunk))
-                ).mappings()
-            )
+            query = sa.select(enrollment_t).where(enrollment_t.c.recipient_id.in_(chunk))
+            if campaign_id is not None:
+                query = query.where(enrollment_t.c.campaign_id == campaign_id)
+            if active_only:
+                query = query.where(enrollment_t.c.state == "active")
+            rows.extend(dict(r) for r in connection.execute(query).mappings())
         return rows
 
     def enroll(self, connection: sa.Connection, enrollments: Sequence[Row], first_steps: Sequence[Row]) -> list[int]:
