@@ -143,7 +143,7 @@ class AttentionSettings(_Section):
     )
     open_credit: float = Field(0.3, ge=0, le=1)
     interest_rate: float = Field(0.2, ge=0, le=1)
-    kappa: float = Field(0.35, ge=0)
+    kappa: float = Field(0.5, ge=0)
     novelty_drop: float = Field(0.5, ge=0, le=1)
     novelty_half_life: Duration = timedelta(days=7)
     unsubscribe_base: dict[str, NonNegativeFloat] = Field(default_factory=lambda: {"email": 0.002, "sms": 0.005})
@@ -151,7 +151,7 @@ class AttentionSettings(_Section):
     unsubscribe_max: float = Field(0.2, ge=0, le=1)
     positive_outcome: float = Field(0.6, ge=0, le=1)
     lambda_asset: float = Field(0.25, ge=0)
-    unsubscribe_loss: float = Field(0.3, ge=0)
+    unsubscribe_loss: float = Field(1.0, ge=0)
 
 
 class ApiSettings(_Section):
