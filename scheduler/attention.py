@@ -131,6 +131,12 @@ def _decay_to(state: AttentionState, at: datetime, params: AttentionSettings) ->
     )
 
 
+def faded(state: AttentionState, at: datetime, params: AttentionSettings) -> AttentionState:
+    """The state at a later ``at`` by decay alone, windows left open: how rested the recipient
+    will be then, not guessing how pending touches will be answered."""
+    return _decay_to(state, at, params)
+
+
 def decayed(state: AttentionState, at: datetime, params: AttentionSettings) -> AttentionState:
     """The state as of ``at``: windows that closed by then resolve (an ignored touch is a
     signal too), each at its closing time, and everything decays to ``at``."""
@@ -312,13 +318,18 @@ def _resolve(
     asset = _clamp(asset_step(state.asset, state.expectation, realized, params))
     if realized < 0:
         asset = min(asset, state.asset)  # a rebuff never builds trust, whatever was expected
-    expectation = state.expectation + params.beta * (realized - state.expectation)
-    state = replace(state, asset=asset, expectation=expectation)
-    state = _direct(state, answer, outcome.channel, outcome.topics, params)
+    engagement, interests = _learned(state, answer, outcome.channel, outcome.topics, params)
     settled = replace(outcome, answer=answer, resolved_at=at)
     pending = [o for o in state.outcomes if o is not outcome and o.pending]
     resolved = [o for o in state.outcomes if o is not outcome and not o.pending][-(RESOLVED_KEPT - 1) :]
-    return replace(state, outcomes=(*resolved, settled, *pending))
+    return replace(
+        state,
+        asset=asset,
+        expectation=state.expectation + params.beta * (realized - state.expectation),
+        engagement=engagement,
+        interests=interests,
+        outcomes=(*resolved, settled, *pending),
+    )
 
 
 def _correct(state: AttentionState, outcome: Outcome, answer: str, params: AttentionSettings) -> AttentionState:
@@ -355,20 +366,30 @@ def _direct(
     state: AttentionState, answer: str, channel: str | None, topics: Sequence[str], params: AttentionSettings
 ) -> AttentionState:
     """Counts and interests: what the answer teaches about the recipient, touch or no touch."""
-    engagement = dict(state.engagement)
+    engagement, interests = _learned(state, answer, channel, topics, params)
+    return replace(state, engagement=engagement, interests=interests)
+
+
+def _learned(
+    state: AttentionState, answer: str, channel: str | None, topics: Sequence[str], params: AttentionSettings
+) -> tuple[Mapping[str, tuple[float, float]], Mapping[str, float]]:
+    """The engagement counts and interests after an answer."""
+    engagement = state.engagement
     if channel is not None:
         a, b = engagement.get(channel, params.engagement_prior)
         da, db = _count_step(answer, params)
-        engagement[channel] = (a + da, b + db)
-    interests = dict(state.interests)
-    rate = params.interest_rate
-    for topic in topics:
-        current = interests.get(topic, params.interest_start)
-        if answer in ("clicked", "replied", "converted"):
-            interests[topic] = current + rate * (1 - current)
-        elif answer != "opened":
-            interests[topic] = current * (1 - rate / 3)
-    return replace(state, engagement=engagement, interests=interests)
+        engagement = {**engagement, channel: (a + da, b + db)}
+    interests = state.interests
+    if topics and answer != "opened":
+        interests = dict(interests)
+        rate = params.interest_rate
+        for topic in topics:
+            current = interests.get(topic, params.interest_start)
+            if answer in ("clicked", "replied", "converted"):
+                interests[topic] = current + rate * (1 - current)
+            else:
+                interests[topic] = current * (1 - rate / 3)
+    return engagement, interests
 
 
 def _clamp(value: float) -> float:

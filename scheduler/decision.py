@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from scheduler.attention import AttentionState, decayed
+from scheduler.attention import AttentionState, decayed, faded
 from scheduler.campaign import Campaign, Step
 from scheduler.config import Settings
 from scheduler.value import Estimate, TouchTerms, estimate, rested
@@ -186,9 +186,24 @@ def _by_value(
         return Decision("send", "value_ok", numbers=numbers)
     if estimate(rested(state), terms, at, params).net_value < params.theta:
         return Decision("drop", "value_below_threshold", numbers=numbers)
-    for candidate in hourly_candidates(at + ONE_HOUR, last_chance, gates.allowed):
-        later = decayed(state, candidate, params)
-        if estimate(later, terms, candidate, params).net_value >= params.theta:
+
+    def worth(moment: datetime) -> bool:
+        return estimate(faded(state, moment, params), terms, moment, params).net_value >= params.theta
+
+    # NV rises as the recipient rests (fatigue fades, topics age): bisect for the first
+    # worthwhile hour, then take the first instant from there that every gate allows.
+    hours = int((last_chance - at) / ONE_HOUR)
+    if hours < 1 or not worth(at + hours * ONE_HOUR):
+        return Decision("drop", "fatigue", numbers=numbers)
+    low, high = 0, hours
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if worth(at + middle * ONE_HOUR) else (middle, high)
+    until = next_allowed(at + high * ONE_HOUR, [gates.request_clear, gates.window_clear, gates.caps_clear])
+    if until is not None and until <= last_chance and worth(until):
+        return Decision("defer", "fatigue", deferred_until=until, numbers=numbers)
+    for candidate in hourly_candidates(until or last_chance, last_chance, gates.allowed):
+        if worth(candidate):  # the gates' opening was not worth it after all: look hour by hour
             return Decision("defer", "fatigue", deferred_until=candidate, numbers=numbers)
     return Decision("drop", "fatigue", numbers=numbers)
 

@@ -127,6 +127,7 @@ class _Planned:
     latency_ms: float | None = None
     error: str | None = None
     state_after: AttentionState | None = None  # provisional: assumes every send so far succeeds
+    settled: AttentionState | None = None  # the stored state with its closed outcome windows settled
 
 
 class Engine:
@@ -413,7 +414,9 @@ class Engine:
             recipient = context.recipients.get(recipient_id)
             state_row = context.attention.get(recipient_id)
             state = from_row(state_row) if state_row else AttentionState.initial(self.settings.attention)
+            before = state
             state = decayed(state, now, self.settings.attention)  # once per recipient and batch
+            settled = state if state_row and _open_windows(before) != _open_windows(state) else None
             view = None
             if recipient is not None:
                 view = RecipientView(
@@ -431,6 +434,7 @@ class Engine:
                 ordered = touchpoints
             for touchpoint in ordered:
                 item = self._decide_one(touchpoint, view, recipient, state, context, now)
+                item.settled, settled = settled, None  # written even if nothing is sent
                 planned.append(item)
                 if item.message is not None and item.campaign is not None and item.step is not None:
                     state = on_send(
@@ -637,6 +641,10 @@ class Engine:
                     at=now, params=self.settings.attention, keep=keep, touchpoint_id=tp["id"],
                 )  # fmt: skip
             self._advance(item, reason, now, context, write)
+        for item in planned:
+            rid = item.touchpoint["recipient_id"]
+            if item.settled is not None and rid not in states:
+                states[rid] = item.settled
         write.attention.extend({"recipient_id": rid, **to_row(state)} for rid, state in states.items())
         return write, rows
 
@@ -697,6 +705,10 @@ class Engine:
                 "scheduled_at": due, "due_at": due, "attempts": 0, "created_at": now,
             }
         )  # fmt: skip
+
+
+def _open_windows(state: AttentionState) -> int:
+    return sum(1 for outcome in state.outcomes if outcome.resolved_at is None)
 
 
 def removed_step_successors(

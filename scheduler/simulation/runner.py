@@ -350,8 +350,8 @@ def build_policy_engine(
     config_path: Path | None, campaigns_dir: Path | None, *, caps: dict[str, Any], attention: dict[str, Any]
 ) -> Engine:
     """A fresh engine on an in-memory database with memory adapters and the run's overrides."""
-    # Settling stored outcome windows once a simulated day is enough: decisions settle them on read.
-    overrides: dict[str, Any] = {"caps": caps, "attention": attention, "engine": {"resolve_interval": "1d"}}
+    # No sweep of stored outcome windows: decisions and the asset snapshots settle them on read.
+    overrides: dict[str, Any] = {"caps": caps, "attention": attention, "engine": {"resolve_interval": "3650d"}}
     if campaigns_dir is not None:
         overrides["campaigns_dir"] = str(campaigns_dir)
     engine = Engine.from_config(
