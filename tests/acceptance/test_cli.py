@@ -574,7 +574,34 @@ def test_explain_shows_the_last_decisions(walked: Workspace) -> None:
     text = squeeze(result.stdout)
     assert "r-1001" in text
     assert "trial-onboarding/welcome email: sent (value_ok)" in text
-    assert "trial-onboarding/first-board due 2026-11-24 15:00 UTC" in text
+    assert "trial-onboarding/first-board (due 2026-11-24 15:00 UTC)" in text
+    assert "net value" in text and "threshold 0" in text  # the value estimate's parts
+
+
+def test_simulate_prints_json_with_every_policy_and_writes_html(workspace: Workspace) -> None:
+    """``tact simulate --json --html`` compares fixed, cap and value on a tiny population and
+    writes a self-contained report."""
+    report = workspace.root / "simulation.html"
+    result = workspace.ok(
+        "simulate", "--recipients", "40", "--days", "7", "--seed", "3", "--jobs", "1", "--json", "--html", report
+    )
+
+    data = json.loads(result.stdout)
+    assert set(data["policies"]) == {"fixed", "cap", "value"}
+    assert data["options"]["recipients"] == 40 and data["options"]["seed"] == 3
+    for policy in data["policies"].values():
+        assert {"sends_per_recipient_week", "engagement", "value_weighted_conversions"} <= set(policy["overall"])
+        assert policy["consent_violations"] == 0
+    page = report.read_text(encoding="utf-8")
+    assert "<svg" in page and "<script src" not in page
+
+
+def test_simulate_rejects_an_unknown_policy(workspace: Workspace) -> None:
+    """An unknown policy name is an error that names it."""
+    result = workspace.tact("simulate", "--recipients", "10", "--days", "1", "--policies", "fixed,bogus")
+
+    assert result.returncode == 2
+    assert "bogus" in result.stderr
 
 
 def test_explain_an_unknown_recipient_exits_1(walked: Workspace) -> None:
