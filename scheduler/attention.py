@@ -30,7 +30,7 @@ MODEL_EVENTS = frozenset(OUTCOME_RANK) - {"ignored"} | {"support_opened", "suppo
 # Answers that settle a touch at once; an open waits for the window to close (a click may follow).
 DECISIVE = frozenset({"clicked", "replied", "converted", "unsubscribed", "complained"})
 # Outcome windows remembered after they resolve, so a late answer can still correct one.
-RESOLVED_KEPT = 8
+RESOLVED_KEPT = 4
 
 
 @dataclass(frozen=True, slots=True)
