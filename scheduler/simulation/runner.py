@@ -85,7 +85,7 @@ class CapPoint:
 
 
 DEFAULT_CAP_GRID: tuple[CapPoint, ...] = tuple(
-    CapPoint(email, gap, min(email, 2)) for email, gap in ((1, "20h"), (2, "20h"), (2, "48h"), (3, "48h"))
+    CapPoint(email, gap, min(email, 2)) for email, gap in ((1, "20h"), (2, "20h"), (3, "48h"))
 )
 
 
