@@ -33,18 +33,20 @@ DECISIVE = frozenset({"clicked", "replied", "converted", "unsubscribed", "compla
 RESOLVED_KEPT = 4
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendRecord:
-    """One past send, as the caps see it."""
+    """One past send, as the caps see it (treated as immutable; not frozen because thousands
+    are rebuilt from storage per batch, and frozen dataclasses are slow to build)."""
 
     at: datetime
     channel: str
     kind: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
-    """The outcome window of one marketing touch: open until ``closes_at`` or a decisive answer."""
+    """The outcome window of one marketing touch: open until ``closes_at`` or a decisive answer
+    (treated as immutable, like SendRecord)."""
 
     touchpoint_id: int | None
     channel: str
@@ -445,7 +447,7 @@ def from_row(row: Mapping[str, Any]) -> AttentionState:
         interests=dict(row["interests"] or {}),
         topic_last_sent={k: _instant(v) for k, v in (row["topic_last_sent"] or {}).items()},
         recent_sends=tuple(
-            SendRecord(at=_instant(at), channel=channel, kind=kind) for at, channel, kind in (row["recent_sends"] or [])
+            SendRecord(_instant(at), channel, kind) for at, channel, kind in (row["recent_sends"] or [])
         ),
         open_request=bool(row["open_request"]),
         last_inbound_at=row["last_inbound_at"],
@@ -453,13 +455,13 @@ def from_row(row: Mapping[str, Any]) -> AttentionState:
         complained_at=row["complained_at"],
         outcomes=tuple(
             Outcome(
-                touchpoint_id=tp,
-                channel=channel,
-                sent_at=_instant(sent),
-                closes_at=_instant(closes),
-                topics=tuple(topics),
-                answer=answer,
-                resolved_at=_instant(resolved) if resolved is not None else None,
+                tp,
+                channel,
+                _instant(sent),
+                _instant(closes),
+                tuple(topics),
+                answer,
+                _instant(resolved) if resolved is not None else None,
             )
             for tp, channel, sent, closes, topics, answer, resolved in (row.get("outcomes") or [])
         ),
@@ -468,6 +470,10 @@ def from_row(row: Mapping[str, Any]) -> AttentionState:
 
 def _instant(value: float | str) -> datetime:
     """A stored instant: epoch seconds (or ISO text) to an aware UTC datetime."""
-    if isinstance(value, str):
-        return datetime.fromisoformat(value)
-    return datetime.fromtimestamp(value, UTC)
+    try:
+        return _from_epoch(value, UTC)  # type: ignore[arg-type]
+    except TypeError:
+        return datetime.fromisoformat(str(value))
+
+
+_from_epoch = datetime.fromtimestamp
