@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -220,6 +221,15 @@ def _worker_setup(progress_queue: Any) -> None:
     _worker_queue = progress_queue
     configure_logging(LoggingSettings(level="warning"))
     tune_gc()
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="orphan-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose simulation was killed ends too, busy or idle (an idle pool worker would
+    otherwise wait for work forever)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _run_in_worker(options: SimulationOptions, run: PolicyRun, index: int) -> PolicyResult:
