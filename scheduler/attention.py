@@ -29,6 +29,8 @@ OUTCOME_RANK = {
 MODEL_EVENTS = frozenset(OUTCOME_RANK) - {"ignored"} | {"support_opened", "support_resolved", "inbound_message"}
 # Answers that settle a touch at once; an open waits for the window to close (a click may follow).
 DECISIVE = frozenset({"clicked", "replied", "converted", "unsubscribed", "complained"})
+# Answers that end a relationship: they never raise the asset, whatever their configured value.
+REBUFFS = frozenset({"unsubscribed", "complained"})
 # Outcome windows remembered after they resolve, so a late answer can still correct one.
 RESOLVED_KEPT = 4
 
@@ -318,7 +320,7 @@ def _resolve(
     """Settle a touch with its answer: asset and expectation move, counts and interests learn."""
     realized = _realized(answer, params)
     asset = _clamp(asset_step(state.asset, state.expectation, realized, params))
-    if realized < 0:
+    if realized < 0 or answer in REBUFFS:
         asset = min(asset, state.asset)  # a rebuff never builds trust, whatever was expected
     engagement, interests = _learned(state, answer, outcome.channel, outcome.topics, params)
     settled = replace(outcome, answer=answer, resolved_at=at)
@@ -342,6 +344,8 @@ def _correct(state: AttentionState, outcome: Outcome, answer: str, params: Atten
     delta = asset_step(state.asset, state.expectation, after, params) - asset_step(
         state.asset, state.expectation, before, params
     )
+    if answer in REBUFFS:
+        delta = min(delta, 0.0)
     a, b = state.engagement.get(outcome.channel, params.engagement_prior)
     da, db = _count_step(outcome.answer, params)
     engagement = {**state.engagement, outcome.channel: (max(a - da, 0.0), max(b - db, 0.0))}

@@ -119,7 +119,7 @@ def test_validate_accepts_the_shipped_campaigns(workspace: Workspace) -> None:
     result = workspace.tact("validate")
 
     assert result.returncode == 0, result.stderr
-    assert "3 campaign file(s)" in result.stdout
+    assert "5 campaign file(s)" in result.stdout
 
 
 def test_validate_names_a_misspelled_key_at_its_line(workspace: Workspace) -> None:
@@ -398,7 +398,8 @@ def test_log_filters_by_since_and_until(walked: Workspace) -> None:
     walked.ok("tick", "--at", "2026-11-24T15:00:00Z")
     boundary = "2026-11-24T15:00:00Z"
 
-    later = log_rows(walked, "--since", boundary)
+    # Tuesday 15:00 UTC is also when the newsletter enrolls everyone: follow the trial here.
+    later = log_rows(walked, "--since", boundary, "--campaign", "trial-onboarding")
     earlier = log_rows(walked, "--until", boundary)
 
     assert sorted(r["recipient_id"] for r in later) == ["r-1001", "r-1002", "r-1005"]
