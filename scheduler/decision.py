@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from scheduler.attention import AttentionState, decayed, faded
+from scheduler.attention import AttentionState, decayed, faded, half
 from scheduler.campaign import Campaign, Step
 from scheduler.config import Settings
 from scheduler.value import Estimate, TouchTerms, estimate, rested
@@ -190,6 +190,16 @@ def _by_value(
     def worth(moment: datetime) -> bool:
         return estimate(faded(state, moment, params), terms, moment, params).net_value >= params.theta
 
+    def roughly_worth(moment: datetime) -> bool:
+        # Only fatigue and topic novelty move within max_defer; the asset and the counts decay
+        # over months. The instant found is checked with the full decay below.
+        rest = AttentionState(
+            moment, state.asset, state.expectation,
+            state.fatigue * half(moment - at, params.fatigue_half_life), state.engagement,
+            state.interests, state.topic_last_sent,
+        )  # fmt: skip
+        return estimate(rest, terms, moment, params).net_value >= params.theta
+
     # NV rises as the recipient rests (fatigue fades, topics age): bisect for the first
     # worthwhile hour, then take the first instant from there that every gate allows.
     hours = int((last_chance - at) / ONE_HOUR)
@@ -198,7 +208,7 @@ def _by_value(
     low, high = 0, hours
     while high - low > 1:
         middle = (low + high) // 2
-        low, high = (low, middle) if worth(at + middle * ONE_HOUR) else (middle, high)
+        low, high = (low, middle) if roughly_worth(at + middle * ONE_HOUR) else (middle, high)
     until = next_allowed(at + high * ONE_HOUR, [gates.request_clear, gates.window_clear, gates.caps_clear])
     if until is not None and until <= last_chance and worth(until):
         return Decision("defer", "fatigue", deferred_until=until, numbers=numbers)
