@@ -82,6 +82,8 @@ class SendResult:
     detail: str | None = None
     retry_after: float | None = None
     """Seconds to wait before the next attempt, when the provider said so."""
+    address_invalid: bool = False
+    """A rejection that condemns the address itself (a hard bounce): the engine suppresses it."""
 
     def __post_init__(self) -> None:
         if self.retry_after is not None and self.retry_after < 0:
@@ -98,9 +100,13 @@ class SendResult:
         return cls(SendStatus.RETRYABLE, detail=detail, retry_after=retry_after)
 
     @classmethod
-    def rejected(cls, detail: str) -> Self:
-        """A permanent failure: sending the same message again will not help."""
-        return cls(SendStatus.REJECTED, detail=detail)
+    def rejected(cls, detail: str, *, address_invalid: bool = False) -> Self:
+        """A permanent failure: sending the same message again will not help.
+
+        ``address_invalid`` says the address itself is bad (unknown mailbox, invalid
+        number), so nothing more should be sent to it.
+        """
+        return cls(SendStatus.REJECTED, detail=detail, address_invalid=address_invalid)
 
     @classmethod
     def from_exception(cls, error: BaseException) -> Self:
@@ -108,17 +114,20 @@ class SendResult:
         if isinstance(error, AdapterError):
             if error.retryable:
                 return cls.retryable(error.detail, retry_after=error.retry_after)
-            return cls.rejected(error.detail)
+            return cls.rejected(error.detail, address_invalid=error.address_invalid)
         return cls.retryable(f"{type(error).__name__}: {error}")
 
 
 class AdapterError(Exception):
     """A send failed; raise it from ``send`` when that reads better than returning a result."""
 
-    def __init__(self, detail: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self, detail: str, *, retryable: bool, retry_after: float | None = None, address_invalid: bool = False
+    ) -> None:
         self.detail = detail
         self.retryable = retryable
         self.retry_after = retry_after
+        self.address_invalid = address_invalid
         super().__init__(detail)
 
 

@@ -19,16 +19,20 @@ what the check needs. This module imports pytest and is meant for tests only.
 from __future__ import annotations
 
 import asyncio
+import gc
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import pytest
 
 from adapters.base import Adapter, Message, SendResult, SendStatus
+from adapters.limits import Throttled
 
 __all__ = [
     "CONTRACT_CHECKS",
+    "THROTTLE_SECONDS",
     "AdapterContract",
     "AdapterHarness",
     "CheckSkipped",
@@ -39,13 +43,18 @@ __all__ = [
     "run_contract_check",
 ]
 
-FailureKind = Literal["retryable", "rejected"]
+FailureKind = Literal["retryable", "rejected", "throttled"]
+"""``throttled``: a temporary failure that asks for a delay of :data:`THROTTLE_SECONDS`."""
 
 UNSUBSCRIBE_HEADERS = {
     "List-Unsubscribe": "<https://tact.example.com/u/contract-token>",
     "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
 }
 CONCURRENT_SENDS = 50
+THROTTLE_SECONDS = 2
+LIMITED_RATE = 40.0
+LIMITED_CONCURRENCY = 3
+LIMITED_SENDS = 12
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,8 @@ class Delivery:
     idempotency_key: str | None = None
     """Whatever identifies the message on arrival: the key itself or an id derived from it
     (a Message-ID, a provider's idempotency header); ``None`` if nothing does."""
+    received_at: float | None = None
+    """``time.monotonic()`` when the receiving side got it, if the harness records that."""
 
 
 class AdapterHarness(Protocol):
@@ -82,7 +93,11 @@ class AdapterHarness(Protocol):
         ...
 
     async def fail_next(self, kind: FailureKind) -> bool:
-        """Make the next send fail in this way; ``False`` if the harness cannot."""
+        """Make the next send fail in this way; ``False`` if the harness cannot.
+
+        ``throttled`` is the provider's "slow down": the adapter's result must be retryable
+        with ``retry_after`` equal to :data:`THROTTLE_SECONDS`.
+        """
         return False
 
     def recipient(self, index: int) -> str:
@@ -226,6 +241,54 @@ async def check_aclose_idempotent(harness: AdapterHarness) -> None:
         assert len(deliveries) == 1, f"expected one delivery, got {len(deliveries)}"
 
 
+async def check_retry_after_kept(harness: AdapterHarness) -> None:
+    """A provider's requested delay comes back as ``retry_after`` on a retryable result."""
+    adapter = await harness.make()
+    try:
+        if not await harness.fail_next("throttled"):
+            raise CheckSkipped("the harness cannot script a throttled answer")
+        throttled = await adapter.send(contract_message(harness, 1))
+    finally:
+        await adapter.aclose()
+    assert throttled.status is SendStatus.RETRYABLE, f"expected retryable, got {throttled}"
+    assert throttled.retry_after == THROTTLE_SECONDS, f"retry_after lost: {throttled}"
+
+
+async def check_limits_respected(harness: AdapterHarness) -> None:
+    """Through :class:`~adapters.limits.Throttled`, sends are spaced by the rate and capped in flight."""
+    probe = _Probe(await harness.make())
+    throttled = Throttled(probe, rate_limit=LIMITED_RATE, concurrency=LIMITED_CONCURRENCY)
+    messages = [contract_message(harness, index) for index in range(1, LIMITED_SENDS + 1)]
+    try:
+        results = await asyncio.gather(*(throttled.send(message) for message in messages))
+    finally:
+        await throttled.aclose()
+    assert all(result.status is SendStatus.SENT for result in results), results
+    assert probe.peak <= LIMITED_CONCURRENCY, f"{probe.peak} sends in flight, limit {LIMITED_CONCURRENCY}"
+    # Only a lower bound on the spread: a slow machine can stretch it, never shrink it.
+    spread = probe.starts[-1] - probe.starts[0]
+    expected = (LIMITED_SENDS - 1) / LIMITED_RATE
+    assert spread >= expected * 0.9, f"{LIMITED_SENDS} sends started within {spread:.3f}s, rate allows {expected:.3f}s"
+
+
+async def check_clean_shutdown(harness: AdapterHarness) -> None:
+    """Closing while sends are in flight raises nothing, and what is reported sent was delivered."""
+    messages = [contract_message(harness, index) for index in range(1, 11)]
+    adapter = await harness.make()
+    sends = [asyncio.ensure_future(adapter.send(message)) for message in messages]
+    await asyncio.sleep(0)
+    await adapter.aclose()
+    results = await asyncio.gather(*sends)
+    assert all(isinstance(result, SendResult) for result in results), results
+    deliveries = harness.delivered()
+    if deliveries is not None:
+        arrived = {delivery.to for delivery in deliveries}
+        claimed = {message.to for message, result in zip(messages, results, strict=True) if result.status == "sent"}
+        assert claimed <= arrived, f"reported sent but never arrived: {sorted(claimed - arrived)}"
+    await adapter.aclose()
+    gc.collect()  # a connection leaked by the close shows up now, as a ResourceWarning
+
+
 CONTRACT_CHECKS: tuple[ContractCheck, ...] = (
     check_satisfies_protocol,
     check_send_delivers_once,
@@ -235,6 +298,9 @@ CONTRACT_CHECKS: tuple[ContractCheck, ...] = (
     check_rejection,
     check_concurrent_sends,
     check_aclose_idempotent,
+    check_retry_after_kept,
+    check_limits_respected,
+    check_clean_shutdown,
 )
 """Every check, in the order the contract suite runs them."""
 
@@ -276,6 +342,30 @@ async def _check_scripted_failure(harness: AdapterHarness, kind: FailureKind, ex
     deliveries = harness.delivered()
     if deliveries is not None:
         assert [delivery.to for delivery in deliveries] == [following.to]
+
+
+class _Probe:
+    """Forwards to an adapter, noting when each send starts and the most in flight at once."""
+
+    name: ClassVar[str] = "probe"
+
+    def __init__(self, inner: Adapter) -> None:
+        self.inner = inner
+        self.starts: list[float] = []
+        self.in_flight = 0
+        self.peak = 0
+
+    async def send(self, message: Message) -> SendResult:
+        self.starts.append(time.monotonic())
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            return await self.inner.send(message)
+        finally:
+            self.in_flight -= 1
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def _observed(harness: AdapterHarness) -> Sequence[Delivery]:

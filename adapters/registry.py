@@ -1,12 +1,15 @@
 """Adapter names as configuration spells them, mapped to the classes that implement them.
 
-The registry is a plain dict: the built-in adapters are listed here, and third-party ones
-add themselves with :func:`register`. The composition root calls :func:`build_adapter`
-once per channel table; nothing else builds concrete adapters.
+The registry is a plain dict: the development adapters are listed here, and third-party ones
+add themselves with :func:`register`. The delivery adapters (SMTP and the HTTP providers) are
+imported on first use, so a daemon on console adapters never loads their client libraries.
+The composition root calls :func:`build_adapter` once per channel table; nothing else
+builds concrete adapters.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -16,7 +19,15 @@ from adapters.file import FileAdapter
 from adapters.memory import MemoryAdapter
 from adapters.null import NullAdapter
 
-__all__ = ["ADAPTERS", "UnknownAdapter", "adapter_class", "build_adapter", "register"]
+__all__ = [
+    "ADAPTERS",
+    "DELIVERY_ADAPTERS",
+    "UnknownAdapter",
+    "adapter_class",
+    "build_adapter",
+    "known_names",
+    "register",
+]
 
 ADAPTERS: dict[str, type[ConfigurableAdapter]] = {
     "console": ConsoleAdapter,
@@ -24,6 +35,16 @@ ADAPTERS: dict[str, type[ConfigurableAdapter]] = {
     "memory": MemoryAdapter,
     "null": NullAdapter,
 }
+
+DELIVERY_ADAPTERS: dict[str, str] = {
+    "smtp": "adapters.smtp:SmtpAdapter",
+    "sendgrid": "adapters.sendgrid:SendgridAdapter",
+    "postmark": "adapters.postmark:PostmarkAdapter",
+    "mailgun": "adapters.mailgun:MailgunAdapter",
+    "twilio": "adapters.twilio:TwilioAdapter",
+    "webhook": "adapters.webhook:WebhookAdapter",
+}
+"""Built-in adapters loaded on first use: name → ``module:class``."""
 
 AdapterClassT = TypeVar("AdapterClassT", bound=type[ConfigurableAdapter])
 
@@ -42,10 +63,18 @@ class UnknownAdapter(KeyError):
 
 def adapter_class(name: str) -> type[ConfigurableAdapter]:
     """The class registered under ``name``; raises :class:`UnknownAdapter` if there is none."""
+    if name not in ADAPTERS and name in DELIVERY_ADAPTERS:
+        module_name, class_name = DELIVERY_ADAPTERS[name].split(":")
+        ADAPTERS[name] = getattr(importlib.import_module(module_name), class_name)
     try:
         return ADAPTERS[name]
     except KeyError:
-        raise UnknownAdapter(name, sorted(ADAPTERS)) from None
+        raise UnknownAdapter(name, known_names()) from None
+
+
+def known_names() -> list[str]:
+    """Every adapter name configuration may use, sorted."""
+    return sorted(ADAPTERS.keys() | DELIVERY_ADAPTERS.keys())
 
 
 def build_adapter(table: Mapping[str, Any]) -> ConfigurableAdapter:
@@ -57,7 +86,7 @@ def build_adapter(table: Mapping[str, Any]) -> ConfigurableAdapter:
     name = table.get("adapter")
     if not isinstance(name, str):
         problem = "missing required key 'adapter'" if name is None else f"adapter: {name!r}"
-        raise AdapterSettingsError("", [f"{problem}; name one of: {', '.join(sorted(ADAPTERS))}"])
+        raise AdapterSettingsError("", [f"{problem}; name one of: {', '.join(known_names())}"])
     return adapter_class(name).from_settings(table)
 
 

@@ -17,7 +17,7 @@ from scheduler.store import Store
 from scheduler.tokens import TokenSigner
 
 # Keys of a channel table that the engine reads; the adapter never sees them.
-ENGINE_CHANNEL_KEYS = ("address",)
+ENGINE_CHANNEL_KEYS = ("address", "unsubscribe_mailto")
 
 
 def resolve_settings(

@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 
 import structlog
 
-from adapters import Adapter, Message, SendResult, SendStatus
+from adapters import Adapter, AdapterSettings, Message, SendResult, SendStatus
+from adapters.limits import Throttled
 from scheduler.attention import AttentionState, decayed, from_row, on_send, to_row
 from scheduler.campaign import Campaign, Step
 from scheduler.catalog import CampaignCatalog, ReloadReport
@@ -130,6 +131,14 @@ class _Planned:
     settled: AttentionState | None = None  # the stored state with its closed outcome windows settled
 
 
+def _throttled(adapter: Adapter) -> Adapter:
+    """The adapter within its channel's ``rate_limit`` and ``concurrency`` settings, if it has them."""
+    settings = getattr(adapter, "settings", None)
+    if not isinstance(settings, AdapterSettings):
+        return adapter
+    return Throttled(adapter, rate_limit=settings.rate_limit, concurrency=settings.concurrency)
+
+
 class Engine:
     """The scheduler. Build it with ``Engine.from_config``; close it with ``close()``."""
 
@@ -152,6 +161,7 @@ class Engine:
         self.adapters = dict(adapters)
         self.adapter_names = dict(adapter_names)
         self.channel_settings = {k: dict(v) for k, v in channel_settings.items()}
+        self._senders = {channel: _throttled(adapter) for channel, adapter in self.adapters.items()}
         self.signer = signer
         self.clock = clock
         self.owner = settings.engine.worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
@@ -513,7 +523,12 @@ class Engine:
             return
         headers: dict[str, str] = {}
         if campaign.kind == "marketing" and step.channel == "email":
-            headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+            targets = f"<{unsubscribe_url}>"
+            mailbox = self.channel_settings.get(step.channel, {}).get("unsubscribe_mailto")
+            if mailbox:
+                token = unsubscribe_url.rsplit("/", 1)[-1]
+                targets += f", <mailto:{mailbox}?subject=unsubscribe%20{token}>"
+            headers["List-Unsubscribe"] = targets
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         item.message = Message(
             touchpoint_id=str(touchpoint["id"]),
@@ -555,7 +570,7 @@ class Engine:
             # most, without a task per message.
             for item in queue:
                 assert item.message is not None
-                adapter = self.adapters[item.message.channel]
+                adapter = self._senders[item.message.channel]
                 started = time.perf_counter()
                 try:
                     item.result = await adapter.send(item.message)
@@ -629,6 +644,8 @@ class Engine:
             rid = tp["recipient_id"]
             if item.message is not None and not sent:
                 diverged.add(rid)
+                if result is not None and result.address_invalid:
+                    write.suppressed.append((rid, now, "bounced"))
             if sent and item.state_after is not None and rid not in diverged:
                 states[rid] = item.state_after
             elif sent and item.campaign is not None and item.step is not None:

@@ -172,6 +172,7 @@ class BatchWrite:
     new_touchpoints: list[Row] = field(default_factory=list)
     attention: list[Row] = field(default_factory=list)
     enrollments_ended: list[Row] = field(default_factory=list)
+    suppressed: list[tuple[str, datetime, str]] = field(default_factory=list)  # recipient, at, reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -686,6 +687,8 @@ class Store:
                 )
                 ended = [(r["b_state"], ts(r["b_ended_at"]), r["b_id"]) for r in write.enrollments_ended]
                 connection.exec_driver_sql(sql, ended)
+            for recipient_id, at, reason in write.suppressed:
+                self.suppress(connection, recipient_id, at, reason)
             return lost
 
     def _placeholders(self, count: int) -> str:

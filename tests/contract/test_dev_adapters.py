@@ -11,7 +11,7 @@ import pytest
 
 from adapters.base import Adapter, SendResult
 from adapters.console import SEPARATOR, ConsoleAdapter, ConsoleSettings
-from adapters.contract import AdapterContract, AdapterHarness, Delivery, FailureKind
+from adapters.contract import THROTTLE_SECONDS, AdapterContract, AdapterHarness, Delivery, FailureKind
 from adapters.file import FileAdapter
 from adapters.memory import MemoryAdapter
 from adapters.registry import build_adapter
@@ -37,6 +37,8 @@ class MemoryHarness(AdapterHarness):
         assert self.adapter is not None
         if kind == "retryable":
             self.adapter.queue_results(SendResult.retryable("scripted outage", retry_after=1))
+        elif kind == "throttled":
+            self.adapter.queue_results(SendResult.retryable("scripted throttle", retry_after=THROTTLE_SECONDS))
         else:
             self.adapter.queue_results(SendResult.rejected("scripted bad address"))
         return True

@@ -85,7 +85,7 @@ def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any
         ({"adapter": "memory", "host": "smtp.example.com"}, "unknown key 'host'"),
         ({"adapter": "null", "from": "Acme <hello@example.com>"}, None),
         ({"adapter": "null", "form": "x"}, "did you mean 'from'"),
-        ({"adapter": "smtp"}, "unknown adapter 'smtp'"),
+        ({"adapter": "smtpd"}, "unknown adapter 'smtpd'"),
     ],
 )
 def test_channel_table_outcomes(table: dict[str, Any], error: str | None) -> None:
@@ -135,7 +135,7 @@ def test_missing_adapter_key_lists_known_names() -> None:
     """A channel table without ``adapter`` fails and lists the names to choose from."""
     with pytest.raises(AdapterSettingsError, match="missing required key 'adapter'") as caught:
         build_adapter({"path": "outbox.jsonl"})
-    assert "console, file, memory, null" in str(caught.value)
+    assert "console, file, mailgun, memory, null, postmark, sendgrid, smtp, twilio, webhook" in str(caught.value)
 
 
 # Results and errors
@@ -184,7 +184,10 @@ def test_unknown_adapter_lists_known_names() -> None:
     with pytest.raises(KeyError) as caught:
         adapter_class("sendgird")
     assert isinstance(caught.value, UnknownAdapter)
-    assert str(caught.value) == ("unknown adapter 'sendgird'; known adapters: console, file, memory, null")
+    assert str(caught.value) == (
+        "unknown adapter 'sendgird'; known adapters: "
+        "console, file, mailgun, memory, null, postmark, sendgrid, smtp, twilio, webhook"
+    )
 
 
 @pytest.mark.parametrize("name", ["console", "file", "memory", "null"])

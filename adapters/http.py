@@ -1,0 +1,258 @@
+"""What the HTTP provider adapters share: one client per adapter and one failure table.
+
+A provider adapter subclasses :class:`HttpAdapter` and says only what is its own: the
+request for a message (:meth:`HttpAdapter.request`), the provider's message id in an
+accepted response, the provider's error text, and which rejections mean the address itself
+is bad. Everything else is common:
+
+=====================================  ===========  ========================================
+What happened                          Result       Notes
+=====================================  ===========  ========================================
+2xx                                    sent         provider message id from the response
+408, 425, 429, any 5xx                 retryable    ``Retry-After`` (seconds or a date) kept
+timeout, refused or reset connection   retryable    the exception's text as the detail
+any other 4xx                          rejected     the provider's own message as the detail
+=====================================  ===========  ========================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar, Literal
+
+import aiohttp
+import httpx
+import orjson
+import yarl
+from pydantic import Field, field_validator
+
+from adapters.base import AdapterSettings, Message, SendResult
+
+__all__ = ["RETRYABLE_STATUS", "HttpAdapter", "HttpSettings", "parse_retry_after"]
+
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+"""4xx statuses that mean "try again later"; every 5xx does too."""
+DETAIL_LIMIT = 500
+
+
+class HttpSettings(AdapterSettings):
+    """Keys every HTTP adapter accepts beside the common ones."""
+
+    base_url: str
+    """The provider's API root; point it at a regional endpoint or a local test server."""
+    timeout: float = Field(default=10.0, gt=0)
+    """Seconds to wait for a connection, a write or a response before the send is retryable."""
+    transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    """The connection pool under the httpx interface: aiohttp's (faster under concurrency,
+    see bench/README.md) or httpx's own."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP date."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class HttpAdapter:
+    """Sends each message as one HTTP request through a shared ``httpx.AsyncClient``.
+
+    The client is made on first use and kept until :meth:`aclose`; its pool holds at most
+    ``concurrency`` connections. A client belongs to the event loop that made it, so a send
+    from another loop (the synchronous Python API runs a loop per call) makes a new one.
+
+    Requests are built by the client (base URL, default headers, timeouts) and handed
+    straight to its transport: the adapters use no auth flows, redirects or cookies, and
+    skipping that machinery halves the CPU a send costs.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, settings: HttpSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self._transport = transport
+        self._urls: dict[str, httpx.URL] = {}
+        self._timeouts = httpx.Timeout(settings.timeout).as_dict()
+        self._client: httpx.AsyncClient | None = None
+        self._in_flight = 0
+        self._pool: httpx.AsyncBaseTransport | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    def request(self, message: Message) -> httpx.Request:
+        """The provider's request for ``message``; build it with :meth:`build_request`."""
+        raise NotImplementedError
+
+    def build_request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Request:
+        """A request to ``url`` (a path under ``base_url``, or absolute) with the adapter's timeout.
+
+        Like ``httpx.AsyncClient.build_request``, with the parsed URLs cached and JSON
+        encoded by orjson: building requests is most of a send's CPU.
+        """
+        target = self._urls.get(url)
+        if target is None:
+            target = httpx.URL(url if url.startswith(("http://", "https://")) else self.settings.base_url + url)
+            self._urls[url] = target
+        merged = {"User-Agent": "tact", **(headers or {})}
+        if json is not None:
+            content = orjson.dumps(json)
+            merged.setdefault("Content-Type", "application/json")
+        return httpx.Request(
+            method, target, content=content, data=data, headers=merged, extensions={"timeout": self._timeouts}
+        )
+
+    def provider_message_id(self, response: httpx.Response, message: Message) -> str | None:
+        """The provider's id for an accepted message, if its response carries one."""
+        return None
+
+    def error_detail(self, response: httpx.Response) -> str:
+        """The provider's own explanation of a failed request, for the send log's ``error``."""
+        return response.text
+
+    def address_rejected(self, response: httpx.Response) -> bool:
+        """Whether a rejection says the address itself is bad, so it should be suppressed."""
+        return False
+
+    def client(self) -> httpx.AsyncClient:
+        """The shared client for the running event loop."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            self._pool = self._transport or self._make_pool()
+            self._client = httpx.AsyncClient(
+                base_url=self.settings.base_url,
+                timeout=self.settings.timeout,
+                transport=self._pool,
+                headers={"User-Agent": "tact"},
+            )
+            self._client_loop = loop
+        return self._client
+
+    def _make_pool(self) -> httpx.AsyncBaseTransport:
+        size = self.settings.concurrency
+        if self.settings.transport == "httpx":
+            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+            return httpx.AsyncHTTPTransport(limits=limits)
+        return AiohttpPool(size)
+
+    async def send(self, message: Message) -> SendResult:
+        """Send ``message`` and classify the provider's answer (see the module's table)."""
+        self.client()
+        pool = self._pool
+        assert pool is not None
+        self._in_flight += 1
+        try:
+            response = await pool.handle_async_request(self.request(message))
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        except (httpx.TransportError, aiohttp.ClientError, OSError, TimeoutError) as error:
+            return SendResult.retryable(_describe_failure(error))
+        finally:
+            self._in_flight -= 1
+        return self.classify(response, message)
+
+    def classify(self, response: httpx.Response, message: Message) -> SendResult:
+        """The result for a response (see the module's table)."""
+        status = response.status_code
+        if 200 <= status < 300:
+            return SendResult.sent(provider_message_id=self.provider_message_id(response, message))
+        detail = f"HTTP {status}: {_shorten(self.error_detail(response))}"
+        if status >= 500 or status in RETRYABLE_STATUS:
+            return SendResult.retryable(detail, retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        return SendResult.rejected(detail, address_invalid=self.address_rejected(response))
+
+    async def aclose(self) -> None:
+        """Wait for sends in flight, then close the client; a later send makes a new one."""
+        client, self._client, self._pool = self._client, None, None
+        if client is not None and self._client_loop is asyncio.get_running_loop():
+            # A pool closed under a send that is still connecting would leak that connection:
+            # let sends in flight finish (each is bounded by the timeout) first.
+            deadline = asyncio.get_running_loop().time() + 2 * self.settings.timeout
+            while self._in_flight and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.005)
+            await client.aclose()
+        self._client_loop = None
+
+
+class AiohttpPool(httpx.AsyncBaseTransport):
+    """An httpx transport over one aiohttp session: aiohttp's connection pool under httpx.
+
+    The adapters send small requests and read small answers, so the request body goes as
+    bytes and the answer is read whole; aiohttp's exceptions propagate as they are (the
+    adapter maps them, see :func:`_describe_failure`).
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, yarl.URL] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` through the pool and return the whole answer."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._size)
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+            )
+        text = str(request.url)
+        url = self._urls.get(text)
+        if url is None:
+            url = self._urls[text] = yarl.URL(text, encoded=True)
+        limits = request.extensions.get("timeout", {})
+        timeout = aiohttp.ClientTimeout(
+            sock_connect=limits.get("connect"), sock_read=limits.get("read"), connect=limits.get("pool")
+        )
+        async with self._session.request(
+            request.method, url, headers=request.headers.multi_items(), data=request.content,
+            timeout=timeout, allow_redirects=False,
+        ) as answer:  # fmt: skip
+            body = await answer.read()
+        return httpx.Response(answer.status, headers=answer.raw_headers, content=body, request=request)
+
+    async def aclose(self) -> None:
+        """Close the session and its connections."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+def _describe_failure(error: BaseException) -> str:
+    """A transport failure in words: the underlying library's exception, not its httpx mapping."""
+    cause = error.__cause__ if isinstance(error, httpx.TransportError) and error.__cause__ is not None else error
+    if isinstance(cause, TimeoutError) or (cause is error and isinstance(error, httpx.TimeoutException)):
+        return f"timeout: {type(cause).__name__}"
+    text = str(cause)
+    return f"connection failed: {type(cause).__name__}" + (f": {text}" if text else "")
+
+
+def _shorten(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 1] + "…"
