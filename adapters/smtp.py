@@ -22,7 +22,7 @@ Date, a Message-ID derived from the idempotency key alone (so a repeat after a c
 the same one, see :func:`message_id`), every header in ``Message.headers`` (List-Unsubscribe
 among them), and a text/plain part, or multipart/alternative with text then HTML when the
 message has HTML. Connections are opened on demand, reused while they stay healthy, and
-carry one transaction at a time.
+carry one transaction at a time (:mod:`adapters.smtp_pool`).
 
 ==========================================================  ==========  ===================================
 What happened                                               Result      Notes
@@ -50,7 +50,7 @@ import hashlib
 import re
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
@@ -71,18 +71,17 @@ from aiosmtplib import (
     SMTPRecipientsRefused,
     SMTPResponseException,
     SMTPSenderRefused,
-    SMTPServerDisconnected,
 )
 from aiosmtplib.email import parse_address
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from adapters.base import AdapterSettings, Message, SendResult, validate_settings
 from adapters.secrets import resolve_secret
+from adapters.smtp_pool import ConnectionPool, drop_connection
 
 __all__ = ["SmtpAdapter", "SmtpSettings", "build_email", "failure_result", "message_id"]
 
 DETAIL_LIMIT = 500
-QUIT_TIMEOUT = 5.0
 ADAPTER_HEADERS = frozenset({"message-id", "mime-version", "content-type", "content-transfer-encoding"})
 """Headers the adapter owns; a message may not set them."""
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
@@ -236,7 +235,7 @@ class SmtpAdapter:
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
-        self._pool: _ConnectionPool | None = None
+        self._pool: ConnectionPool | None = None
         self._tls_context: ssl.SSLContext | None = None
 
     @classmethod
@@ -272,12 +271,12 @@ class SmtpAdapter:
         else:
             pool.abandon()
 
-    def _running_loop_pool(self) -> _ConnectionPool:
+    def _running_loop_pool(self) -> ConnectionPool:
         loop = asyncio.get_running_loop()
         if self._pool is None or self._pool.loop is not loop:
             if self._pool is not None:
                 self._pool.abandon()
-            self._pool = _ConnectionPool(self.settings.pool_size, self._connect)
+            self._pool = ConnectionPool(self.settings.pool_size, self._connect)
         return self._pool
 
     async def _connect(self) -> SMTP:
@@ -298,7 +297,7 @@ class SmtpAdapter:
                 password = settings.password.get_secret_value() if settings.password is not None else ""
                 await client.login(settings.username, password)
         except BaseException:
-            _drop(client)
+            drop_connection(client)
             raise
         return client
 
@@ -326,112 +325,6 @@ def failure_result(error: BaseException) -> SendResult:
     if tls_error is not None:
         return SendResult.retryable(_shorten(f"TLS failed: {tls_error}"))
     return SendResult.retryable(_shorten(f"{type(error).__name__}: {error}"))
-
-
-class _ConnectionPool:
-    """At most ``size`` connections on one event loop; each carries one transaction at a time.
-
-    A connection is idle in the pool or held by exactly one send. A send takes an idle
-    connection or, when there is none, opens one; afterwards it returns the connection unless
-    the connection failed or the pool was closed meanwhile, in which case it closes it.
-    """
-
-    def __init__(self, size: int, connect: Callable[[], Awaitable[SMTP]]) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.closed = False
-        self._connect = connect
-        self._slots = asyncio.Semaphore(size)
-        self._idle: list[SMTP] = []
-
-    async def transmit(self, mail: EmailMessage, sender: str, recipient: str) -> str:
-        """Send ``mail`` on a pooled connection; returns the server's reply to DATA."""
-        async with self._slots:
-            client = self._take_idle()
-            reused = client is not None
-            if client is None:
-                client = await self._connect()
-            try:
-                try:
-                    reply = await _send_on(client, mail, sender, recipient)
-                except (SMTPServerDisconnected, SMTPResponseException) as error:
-                    if not reused or not _stale(error):
-                        raise
-                    # The server dropped a connection that sat idle here: try once on a fresh one.
-                    _drop(client)
-                    client = await self._connect()
-                    reply = await _send_on(client, mail, sender, recipient)
-            except (SMTPResponseException, SMTPRecipientsRefused):
-                # A refused transaction is reset by the client and leaves the connection usable.
-                await self._release(client)
-                raise
-            except BaseException:
-                _drop(client)
-                raise
-            await self._release(client)
-            return reply
-
-    async def aclose(self) -> None:
-        """Say QUIT on idle connections; busy ones close when their send ends."""
-        self.closed = True
-        idle, self._idle = self._idle, []
-        await asyncio.gather(*(_quit(client) for client in idle))
-        await asyncio.sleep(0)  # let the dropped sockets finish closing before the loop may end
-
-    def abandon(self) -> None:
-        """Close from outside this pool's loop: drop idle connections there if it still runs."""
-        self.closed = True
-        idle, self._idle = self._idle, []
-        if idle and not self.loop.is_closed():
-            for client in idle:
-                self.loop.call_soon_threadsafe(_drop, client)
-
-    def _take_idle(self) -> SMTP | None:
-        while self._idle:
-            client = self._idle.pop()
-            if client.is_connected:
-                return client
-            _drop(client)
-        return None
-
-    async def _release(self, client: SMTP) -> None:
-        if not client.is_connected:
-            _drop(client)
-        elif self.closed:
-            await _quit(client)
-        else:
-            self._idle.append(client)
-
-
-async def _send_on(client: SMTP, mail: EmailMessage, sender: str, recipient: str) -> str:
-    _refused, reply = await client.send_message(mail, sender=sender, recipients=[recipient])
-    return reply
-
-
-async def _quit(client: SMTP) -> None:
-    transport = client.transport
-    try:
-        await client.quit(timeout=QUIT_TIMEOUT)
-    except (SMTPException, OSError):
-        pass
-    finally:
-        _drop(client, transport)
-
-
-def _drop(client: SMTP, transport: asyncio.BaseTransport | None = None) -> None:
-    """Close the connection at once.
-
-    After QUIT, or on a connection that failed, nothing is gained by TLS's close_notify
-    exchange (stdlib smtplib skips it too); waiting for it could outlive the event loop and
-    leave the socket open.
-    """
-    transport = transport or client.transport
-    if isinstance(transport, asyncio.Transport):
-        transport.abort()
-    client.close()
-
-
-def _stale(error: BaseException) -> bool:
-    return isinstance(error, SMTPServerDisconnected) or (isinstance(error, SMTPResponseException) and error.code == 421)
 
 
 def _build_tls_context(settings: SmtpSettings) -> ssl.SSLContext:

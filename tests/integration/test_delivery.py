@@ -103,7 +103,7 @@ def enroll(engine: Engine, campaign: str, count: int) -> None:
     assert enrolled == count
 
 
-def test_smtp_delivery_carries_both_parts_unsubscribe_headers_and_a_stable_message_id(engines) -> None:
+def test_smtp_delivery_carries_both_parts_unsubscribe_headers_and_a_stable_message_id(engines: Any) -> None:
     """A marketing touch reaches aiosmtpd as text and HTML with List-Unsubscribe and the key's Message-ID."""
     with SmtpTestServer() as server:
         table = {
@@ -138,7 +138,7 @@ def test_smtp_delivery_carries_both_parts_unsubscribe_headers_and_a_stable_messa
     assert mime["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
-def test_provider_outage_ends_with_one_send_per_touch_and_the_retries_logged(engines) -> None:
+def test_provider_outage_ends_with_one_send_per_touch_and_the_retries_logged(engines: Any) -> None:
     """Three 503s and a 429 with Retry-After: 2 end in one accepted send, after four retry rows."""
     with ProviderServer() as server:
         table = {
@@ -170,7 +170,7 @@ def test_provider_outage_ends_with_one_send_per_touch_and_the_retries_logged(eng
     assert (touchpoint["state"], touchpoint["outcome"], touchpoint["attempts"]) == ("done", "sent", 5)
 
 
-def test_a_permanent_rejection_fails_one_touch_without_holding_back_the_others(engines) -> None:
+def test_a_permanent_rejection_fails_one_touch_without_holding_back_the_others(engines: Any) -> None:
     """A 400 fails its touch with the provider's message; the other recipients are sent in the same tick."""
     with ProviderServer() as server:
         table = {
@@ -192,7 +192,7 @@ def test_a_permanent_rejection_fails_one_touch_without_holding_back_the_others(e
     assert (touchpoint["state"], touchpoint["outcome"]) == ("done", "failed")
 
 
-def test_a_hard_bounce_suppresses_the_address(engines) -> None:
+def test_a_hard_bounce_suppresses_the_address(engines: Any) -> None:
     """An SMTP 550 5.1.1 fails the touch and suppresses the recipient, so the next touch is dropped."""
     with SmtpTestServer() as server:
         engine = engines({"adapter": "smtp", "host": server.host, "port": server.port, "from": SENDER})
