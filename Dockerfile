@@ -46,5 +46,8 @@ COPY --from=build /app/config.example.toml /app/config.example.toml
 USER tact
 VOLUME ["/data"]
 EXPOSE 8080
+# Alive means the API answers /healthz; orchestrators should gate traffic on /readyz.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
 ENTRYPOINT ["tact"]
 CMD ["run"]

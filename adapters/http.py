@@ -214,6 +214,7 @@ class AiohttpPool(httpx.AsyncBaseTransport):
         self._size = size
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[str, yarl.URL] = {}
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the pool and return the whole answer."""
@@ -226,10 +227,11 @@ class AiohttpPool(httpx.AsyncBaseTransport):
         url = self._urls.get(text)
         if url is None:
             url = self._urls[text] = yarl.URL(text, encoded=True)
-        limits = request.extensions.get("timeout", {})
-        timeout = aiohttp.ClientTimeout(
-            sock_connect=limits.get("connect"), sock_read=limits.get("read"), connect=limits.get("pool")
-        )
+        # One deadline for the whole exchange: the adapter's timeout, which httpx calls "read".
+        seconds = request.extensions.get("timeout", {}).get("read")
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
         async with self._session.request(
             request.method, url, headers=request.headers.multi_items(), data=request.content,
             timeout=timeout, allow_redirects=False,

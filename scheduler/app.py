@@ -16,8 +16,19 @@ from scheduler.errors import AdapterConfigError, ConfigError
 from scheduler.store import Store
 from scheduler.tokens import TokenSigner
 
-# Keys of a channel table that the engine reads; the adapter never sees them.
-ENGINE_CHANNEL_KEYS = ("address", "unsubscribe_mailto")
+# Keys of a channel table that the engine reads; the adapter never sees them. The webhook
+# secrets are read by the API (``*_file`` forms arrive here already read, without the suffix).
+ENGINE_CHANNEL_KEYS = (
+    "address",
+    "unsubscribe_mailto",
+    "webhook_public_key",
+    "webhook_signing_key",
+    "webhook_username",
+    "webhook_password",
+    "help_text",
+    "stop_text",
+    "start_text",
+)
 
 
 def resolve_settings(

@@ -162,6 +162,7 @@ class ApiSettings(_Section):
     port: int = 8080
     public_url: str = "http://localhost:8080"
     tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    max_batch: int = Field(1000, ge=1)
     unsubscribe_secret: SecretStr | None = None
     unsubscribe_secret_file: Path | None = None
 

@@ -1,19 +1,28 @@
-"""``tact run``: ticks driven by APScheduler 3, campaign hot reload, graceful SIGTERM.
+"""``tact run``: ticks driven by APScheduler 3, campaign hot reload, the HTTP API, graceful SIGTERM.
 
 Touchpoints live in our tables, never in APScheduler's job store: the scheduler holds two
-in-memory interval jobs (tick, reload) and nothing else.
+in-memory interval jobs (tick, reload) and nothing else. The API (uvicorn) serves from the
+same event loop; on SIGTERM ``/readyz`` turns false at once, the in-flight tick commits,
+then the API stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import socket
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import structlog
+import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from scheduler import metrics
+from scheduler.api import ApiState, create_app
 from scheduler.engine import Engine
+from scheduler.errors import TactError
 from scheduler.runtime import tune_gc
 
 log = structlog.get_logger("tact.daemon")
@@ -21,11 +30,20 @@ log = structlog.get_logger("tact.daemon")
 RELOAD_INTERVAL_SECONDS = 2.0
 
 
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn in the daemon's event loop; the daemon, not uvicorn, handles the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class Daemon:
     """Runs an engine until told to stop, then drains: no new claims, in-flight batch committed."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.api_state = ApiState(engine)
         self.draining = False
         self._tick_lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -58,6 +76,7 @@ class Daemon:
         if not self.draining:
             log.info("draining", reason=reason)
         self.draining = True
+        self.api_state.draining = True
         self._stop.set()
 
     async def serve(self) -> None:
@@ -76,6 +95,7 @@ class Daemon:
             self.reload, "interval", seconds=RELOAD_INTERVAL_SECONDS, id="reload",
             max_instances=1, coalesce=True,
         )  # fmt: skip
+        api = self._start_api()
         scheduler.start()
         log.info(
             "daemon_started",
@@ -88,9 +108,35 @@ class Daemon:
         scheduler.shutdown(wait=False)
         async with self._tick_lock:  # waits for an in-flight tick to commit
             pass
+        if api is not None:
+            server, serving = api
+            server.should_exit = True
+            await serving
         await self.engine.aclose()
         self.engine.store.close()
         log.info("daemon_stopped")
+
+    def _start_api(self) -> tuple[uvicorn.Server, asyncio.Task[None]] | None:
+        settings = self.engine.settings.api
+        if not settings.enabled:
+            return None
+        config = uvicorn.Config(
+            create_app(self.engine, state=self.api_state), host=settings.host, port=settings.port,
+            log_config=None, access_log=False, lifespan="off", server_header=False,
+        )  # fmt: skip
+        try:  # bound here, before any tick, so a taken port stops the start with a clear error
+            listening = socket.create_server((settings.host, settings.port), reuse_port=False)
+        except OSError as error:
+            raise TactError(
+                f"cannot serve the API on {settings.host}:{settings.port}: {error.strerror or error}; "
+                "change [api] port, or set [api] enabled = false"
+            ) from None
+        engine = self.engine
+        metrics.set_queue_probe(lambda: engine.store.queue_stats(engine.clock()))
+        server = _EmbeddedServer(config)
+        serving = asyncio.create_task(server.serve(sockets=[listening]), name="tact-api")
+        log.info("api_started", host=settings.host, port=settings.port)
+        return server, serving
 
 
 def run_daemon(engine: Engine) -> None:

@@ -27,6 +27,7 @@ import structlog
 
 from adapters import Adapter, AdapterSettings, Message, SendResult, SendStatus
 from adapters.limits import Throttled
+from scheduler import metrics
 from scheduler.attention import AttentionState, decayed, from_row, on_send, to_row
 from scheduler.campaign import Campaign, Step
 from scheduler.catalog import CampaignCatalog, ReloadReport
@@ -314,9 +315,9 @@ class Engine:
                     report.rejected.append((index, "unknown_recipient", f"no recipient with id {event.recipient_id!r}"))
                     continue
                 rows.append(_event_row(event, now))
-            duplicates = self.store.insert_events(rows) if rows else set()
-            report.duplicates += len(duplicates)
-            report.accepted += len(rows) - len(duplicates)
+            duplicates = self.store.insert_events(rows) if rows else 0
+            report.duplicates += duplicates
+            report.accepted += len(rows) - duplicates
         report.rejected.sort()
         return report
 
@@ -374,6 +375,7 @@ class Engine:
     ) -> TickResult:
         """One tick at ``at``: events, cron enrollments, then claimed batches until none is due
         (or ``max_batches``, or ``should_stop()``)."""
+        started = time.perf_counter()
         now = (at or self.clock()).astimezone(UTC)
         result = TickResult(at=now)
         result.events_applied = await self._db(self.journeys.apply_events, now)
@@ -400,13 +402,18 @@ class Engine:
             await self._deliver([p for p in planned if p.message is not None])
             write, rows = self._record(planned, context, now)
             self._report_lost(await self._db(self.store.commit_batch, write, self.owner))
+            batch_counts: dict[str, int] = {}
             for row in rows:
                 key = f"{row.decision}:{row.reason}"
-                result.counts[key] = result.counts.get(key, 0) + 1
+                batch_counts[key] = batch_counts.get(key, 0) + 1
+            for key, count in batch_counts.items():
+                result.counts[key] = result.counts.get(key, 0) + count
+            metrics.count_decisions(batch_counts)
             if collect:
                 result.decisions.extend(rows)
         if result.counts:
             log.info("tick", at=now.isoformat(), batches=batches, **result.counts)
+        metrics.observe_tick(time.perf_counter() - started)
         return result
 
     @staticmethod
@@ -580,6 +587,11 @@ class Engine:
 
         workers = min(self.settings.engine.concurrency, len(items))
         await asyncio.gather(*(worker() for _ in range(workers)))
+        metrics.record_sends(
+            (self.adapter_names.get(item.message.channel, item.message.channel), item.result.status, item.latency_ms)
+            for item in items
+            if item.message is not None and item.result is not None and item.latency_ms is not None
+        )
 
     def _record(self, planned: Sequence[_Planned], context: Any, now: datetime) -> tuple[BatchWrite, list[DecisionRow]]:
         write = BatchWrite()

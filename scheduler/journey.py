@@ -12,6 +12,7 @@ import sqlalchemy as sa
 import structlog
 from apscheduler.triggers.cron import CronTrigger
 
+from scheduler import metrics
 from scheduler.attention import MODEL_EVENTS, AttentionState, decayed, from_row, on_event, to_row
 from scheduler.campaign import Campaign, cron_trigger, matches
 from scheduler.catalog import CampaignCatalog
@@ -55,6 +56,7 @@ class Journeys:
                 if events:
                     self._apply(connection, events, now)
                     self.store.mark_applied(connection, [e["id"] for e in events], now)
+            metrics.count_events(e["type"] for e in events)  # after the commit: each event counted once
             total += len(events)
             if len(events) < EVENT_CHUNK:
                 return total

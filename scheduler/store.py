@@ -355,8 +355,8 @@ class Store:
 
     # -- events --------------------------------------------------------------------------------
 
-    def insert_events(self, rows: Sequence[Row]) -> set[str]:
-        """Store new events; return the event ids that were already there (replays)."""
+    def insert_events(self, rows: Sequence[Row]) -> int:
+        """Store new events; return how many rows were replays (an id stored before or repeated)."""
         ids = [r["event_id"] for r in rows]
         with self.transaction() as connection:
             existing: set[str] = set()
@@ -374,7 +374,7 @@ class Store:
             if fresh:
                 stmt = self._insert(event_t).on_conflict_do_nothing(index_elements=[event_t.c.event_id])
                 connection.execute(stmt, fresh)
-        return existing | (set(ids) - seen - existing)
+        return len(rows) - len(fresh)
 
     def queued_events(self, connection: sa.Connection, now: datetime, limit: int) -> list[Row]:
         """Events not yet applied whose time has come, oldest first."""
@@ -739,6 +739,16 @@ class Store:
             query = query.where(tbl.c[key] == value)
         with self.engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
+
+    def queue_stats(self, now: datetime) -> tuple[int, float | None]:
+        """Pending touchpoints due at ``now`` (leased or not), and the age in seconds of the
+        oldest of them (None when none is due), for the metrics."""
+        t = touchpoint_t
+        query = sa.select(sa.func.count(), sa.func.min(t.c.due_at)).where(t.c.state == "pending", t.c.due_at <= now)
+        with self.engine.connect() as connection:
+            depth, oldest = connection.execute(query).one()
+        oldest_at = utc_from_db(oldest)
+        return int(depth), (now - oldest_at).total_seconds() if oldest_at is not None else None
 
 
 def _json_text(value: Any) -> str:
