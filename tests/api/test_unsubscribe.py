@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -234,3 +234,43 @@ def test_the_page_takes_no_external_resources(engine: Engine, touchpoint_id: int
         assert "default-src 'none'" in response.headers["content-security-policy"]
         assert response.headers["cache-control"] == "no-store"
         assert response.headers["referrer-policy"] == "no-referrer"
+
+
+SERIES = """
+id = "series"
+kind = "marketing"
+[trigger]
+event = "joined"
+[[steps]]
+id = "first"
+after = "0m"
+channel = "email"
+subject = "First"
+text = "First. Unsubscribe: {{ unsubscribe_url }}"
+value = 0.9
+[[steps]]
+id = "second"
+after = "1d"
+channel = "email"
+subject = "Second"
+text = "Second."
+value = 0.9
+"""
+
+
+def test_after_one_click_the_next_pending_marketing_touch_is_dropped(engine: Engine, tmp_path: Path) -> None:
+    """Unsubscribing through a sent message's link drops the campaign's next touch as ``unsubscribed``."""
+    (tmp_path / "campaigns" / "series.toml").write_text(SERIES)
+    engine.reload_campaigns()
+    start = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
+    engine.enroll("series", ["ana"], at=start)
+    first = engine.tick(at=start).decisions
+    assert [(d.step_id, d.decision) for d in first] == [("first", "sent")]
+    adapter = engine.adapter("email")
+    assert isinstance(adapter, MemoryAdapter)
+    link = adapter.sent[-1].headers["List-Unsubscribe"].strip("<>")
+    with served(engine) as client:
+        assert client.post(urlsplit(link).path, data=ONE_CLICK).status_code == 200
+    second = engine.tick(at=start + timedelta(days=1, hours=1)).decisions
+    assert [(d.step_id, d.decision, d.reason) for d in second] == [("second", "dropped", "unsubscribed")]
+    assert len(adapter.sent) == 1

@@ -609,7 +609,9 @@ def replies(engine: Engine) -> list[str]:
     return [message.text for message in adapter.sent]
 
 
-@pytest.mark.parametrize("body", ["STOP", "stop", "  Stop. ", "StopAll!", "unsubscribe", "Cancel", "end", "QUIT?"])
+@pytest.mark.parametrize(
+    "body", ["Stop", " STOP.", "stopall", "STOP", "  Stop. ", "StopAll!", "unsubscribe", "Cancel", "end", "QUIT?"]
+)
 def test_a_stop_keyword_withdraws_sms_consent_at_once(build: Callable[..., Engine], body: str) -> None:
     """Every STOP word, in any case and with punctuation, opts the sender out of SMS before the answer."""
     engine = build()
@@ -624,7 +626,7 @@ def test_a_stop_keyword_withdraws_sms_consent_at_once(build: Callable[..., Engin
     assert "START" in replies(engine)[0]
 
 
-@pytest.mark.parametrize("body", ["START", "unstop", "Yes!"])
+@pytest.mark.parametrize("body", ["Unstop", "START", "unstop", "Yes!"])
 def test_a_start_keyword_restores_sms_consent(build: Callable[..., Engine], body: str) -> None:
     """After STOP, a START word opts the sender back in to SMS."""
     engine = build()
@@ -636,7 +638,7 @@ def test_a_start_keyword_restores_sms_consent(build: Callable[..., Engine], body
     assert len(replies(engine)) == 2
 
 
-@pytest.mark.parametrize("body", ["HELP", " info? "])
+@pytest.mark.parametrize("body", ["help", "HELP", " info? "])
 def test_help_is_answered_once_even_when_twilio_retries(build: Callable[..., Engine], body: str) -> None:
     """HELP gets the configured help text once per inbound message, however often it is delivered."""
     engine = build()
