@@ -345,7 +345,7 @@ async def enroll(request: EnrollmentRequest, caller: Caller, engine: EngineDep) 
 
 
 @router.get(
-    "/recipients/{recipient_id}",
+    "/recipients/{recipient_id:path}",
     summary="A recipient's state and recent decisions",
     responses={status.HTTP_404_NOT_FOUND: {"description": "No recipient with this id."}},
 )

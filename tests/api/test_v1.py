@@ -382,3 +382,11 @@ def test_the_openapi_document_lists_the_v1_paths(anonymous: httpx.Client) -> Non
     assert paths["/v1/send-log"]["get"]["security"] == [{"bearer": []}]
     assert "SendLogPage" in document["components"]["schemas"]
     assert "consent" in repr(paths["/v1/recipients"]["post"]["requestBody"])
+
+
+def test_a_recipient_whose_id_holds_a_slash_can_be_read_back(client: httpx.Client) -> None:
+    """An id accepted by POST /v1/recipients is readable by GET, slashes included."""
+    assert client.post("/v1/recipients", json=[{"id": "crm/42"}]).json()["accepted"] == 1
+    response = client.get("/v1/recipients/crm/42")
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == "crm/42"
