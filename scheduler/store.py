@@ -192,6 +192,7 @@ class Store:
         self.settings = settings
         self.engine = create_db_engine(settings)
         self.dialect = self.engine.dialect.name
+        self._claim_statement: sa.Executable | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -593,27 +594,35 @@ class Store:
         """
         wall = datetime.fromtimestamp(time.time(), UTC)
         lease_until = datetime.fromtimestamp(time.time() + lease_seconds, UTC)
+        if self._claim_statement is None:
+            self._claim_statement = self._build_claim()
+        params = {"b_now": now, "b_wall": wall, "b_limit": limit, "b_owner": owner, "b_until": lease_until}
+        with self.transaction() as connection:
+            rows = connection.execute(self._claim_statement, params)
+            return [dict(zip(CLAIMED_COLUMNS, r, strict=True)) for r in rows]
+
+    def _build_claim(self) -> sa.Executable:
+        """The claim statement, built once with bound parameters (it runs every tick)."""
         t = touchpoint_t
-        free = sa.or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < wall)
-        due = sa.and_(t.c.state == "pending", t.c.due_at <= now, free)
-        first = sa.select(t.c.recipient_id).where(due).order_by(t.c.due_at).limit(limit)
+        free = sa.or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < sa.bindparam("b_wall"))
+        due = sa.and_(t.c.state == "pending", t.c.due_at <= sa.bindparam("b_now"), free)
+        first = sa.select(t.c.recipient_id).where(due).order_by(t.c.due_at).limit(sa.bindparam("b_limit"))
         if self.dialect == "postgresql":
             first = first.with_for_update(skip_locked=True)
         candidates = sa.select(t.c.id).where(due, t.c.recipient_id.in_(first.scalar_subquery()))
         if self.dialect == "postgresql":
             candidates = candidates.with_for_update(skip_locked=True)
-        stmt = (
+        statement: sa.Executable = (
             t.update()
             .where(t.c.id.in_(candidates.scalar_subquery()))
             .values(
-                lease_owner=owner,
-                lease_expires_at=lease_until,
+                lease_owner=sa.bindparam("b_owner"),
+                lease_expires_at=sa.bindparam("b_until"),
                 attempts=t.c.attempts + sa.case((t.c.lease_owner.is_not(None), 1), else_=0),
             )
             .returning(*(t.c[name] for name in CLAIMED_COLUMNS))
         )
-        with self.transaction() as connection:
-            return [dict(zip(CLAIMED_COLUMNS, r, strict=True)) for r in connection.execute(stmt)]
+        return statement
 
     def load_context(self, touchpoints: Sequence[Row]) -> BatchContext:
         """Recipients, consent, attention and enrollments for a claimed batch."""
