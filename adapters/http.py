@@ -20,18 +20,28 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from email.utils import parseaddr, parsedate_to_datetime
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import aiohttp
 import httpx
 import orjson
 import yarl
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from adapters.base import AdapterSettings, Message, SendResult
+from adapters.secrets import resolve_secret
 
-__all__ = ["RETRYABLE_STATUS", "HttpAdapter", "HttpSettings", "parse_retry_after"]
+__all__ = [
+    "RETRYABLE_STATUS",
+    "AiohttpPool",
+    "ApiKeyEmailSettings",
+    "HttpAdapter",
+    "HttpEmailSettings",
+    "HttpSettings",
+    "parse_retry_after",
+]
 
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 """4xx statuses that mean "try again later"; every 5xx does too."""
@@ -55,6 +65,34 @@ class HttpSettings(AdapterSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
         return value.rstrip("/")
+
+
+class HttpEmailSettings(HttpSettings):
+    """Keys of an HTTP email provider: a sender beside the HTTP ones."""
+
+    from_: str = Field(alias="from")
+    """The sender, ``"Name <address>"`` or a bare address the provider has verified."""
+
+    @field_validator("from_")
+    @classmethod
+    def _sender_address(cls, value: str) -> str:
+        if "@" not in parseaddr(value)[1]:
+            raise ValueError(f"not an email address: {value!r}")
+        return value
+
+
+class ApiKeyEmailSettings(HttpEmailSettings):
+    """Keys of an HTTP email provider that authenticates with an API key."""
+
+    api_key_file: Path | None = None
+    """A file holding the API key (instead of ``api_key``)."""
+    api_key: SecretStr | None = Field(default=None, validate_default=True)
+    """The provider's API key."""
+
+    @field_validator("api_key")
+    @classmethod
+    def _resolve_api_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        return resolve_secret("api_key", value, info.data.get("api_key_file"), required=True)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

@@ -41,16 +41,13 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Mapping
-from email.utils import parseaddr
-from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import httpx
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import field_validator
 
 from adapters.base import Message, validate_settings
-from adapters.http import HttpAdapter, HttpSettings
-from adapters.secrets import resolve_secret
+from adapters.http import ApiKeyEmailSettings, HttpAdapter
 
 __all__ = ["DEFAULT_BASE_URL", "MailgunAdapter", "MailgunSettings"]
 
@@ -59,26 +56,13 @@ DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](
 INVALID_RECIPIENT = re.compile(r"\bto\b.*not a valid address", re.IGNORECASE)
 
 
-class MailgunSettings(HttpSettings):
+class MailgunSettings(ApiKeyEmailSettings):
     """Settings of the ``mailgun`` adapter."""
 
     adapter: str = "mailgun"
     base_url: str = DEFAULT_BASE_URL
-    from_: str = Field(alias="from")
-    """The sender, ``"Name <address>"``, usually at the sending domain."""
     domain: str
     """The Mailgun sending domain, e.g. ``mg.example.com``."""
-    api_key_file: Path | None = None
-    """A file holding the API key (instead of ``api_key``)."""
-    api_key: SecretStr | None = Field(default=None, validate_default=True)
-    """A Mailgun API key (or a domain sending key)."""
-
-    @field_validator("from_")
-    @classmethod
-    def _sender_address(cls, value: str) -> str:
-        if "@" not in parseaddr(value)[1]:
-            raise ValueError(f"not an email address: {value!r}")
-        return value
 
     @field_validator("domain")
     @classmethod
@@ -86,11 +70,6 @@ class MailgunSettings(HttpSettings):
         if not DOMAIN.match(value):
             raise ValueError(f"not a domain name: {value!r}")
         return value
-
-    @field_validator("api_key")
-    @classmethod
-    def _resolve_api_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        return resolve_secret("api_key", value, info.data.get("api_key_file"), required=True)
 
 
 class MailgunAdapter(HttpAdapter):

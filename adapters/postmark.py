@@ -42,7 +42,6 @@ Postmark answers                             Result
 from __future__ import annotations
 
 from collections.abc import Mapping
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -50,7 +49,7 @@ import httpx
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from adapters.base import Message, SendResult, validate_settings
-from adapters.http import HttpAdapter, HttpSettings
+from adapters.http import HttpAdapter, HttpEmailSettings
 from adapters.secrets import resolve_secret
 
 __all__ = ["DEFAULT_BASE_URL", "PostmarkAdapter", "PostmarkSettings"]
@@ -60,13 +59,11 @@ INACTIVE_RECIPIENT = 406
 INVALID_EMAIL_REQUEST = 300
 
 
-class PostmarkSettings(HttpSettings):
+class PostmarkSettings(HttpEmailSettings):
     """Settings of the ``postmark`` adapter."""
 
     adapter: str = "postmark"
     base_url: str = DEFAULT_BASE_URL
-    from_: str = Field(alias="from")
-    """The sender, ``"Name <address>"``; its domain or address needs a Postmark sender signature."""
     message_stream: str = Field(default="outbound", min_length=1)
     """The stream for transactional messages."""
     broadcast_stream: str = Field(default="broadcast", min_length=1)
@@ -75,13 +72,6 @@ class PostmarkSettings(HttpSettings):
     """A file holding the server API token (instead of ``server_token``)."""
     server_token: SecretStr | None = Field(default=None, validate_default=True)
     """The server's API token."""
-
-    @field_validator("from_")
-    @classmethod
-    def _sender_address(cls, value: str) -> str:
-        if "@" not in parseaddr(value)[1]:
-            raise ValueError(f"not an email address: {value!r}")
-        return value
 
     @field_validator("server_token")
     @classmethod

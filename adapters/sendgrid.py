@@ -38,15 +38,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from email.utils import parseaddr
-from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import httpx
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from adapters.base import Message, validate_settings
-from adapters.http import HttpAdapter, HttpSettings
-from adapters.secrets import resolve_secret
+from adapters.http import ApiKeyEmailSettings, HttpAdapter
 
 __all__ = ["DEFAULT_BASE_URL", "SendgridAdapter", "SendgridSettings"]
 
@@ -55,29 +52,11 @@ MAIL_SEND_PATH = "/v3/mail/send"
 RECIPIENT_FIELD = re.compile(r"^personalizations\.\d+\.to(\.|$)")
 
 
-class SendgridSettings(HttpSettings):
+class SendgridSettings(ApiKeyEmailSettings):
     """Settings of the ``sendgrid`` adapter."""
 
     adapter: str = "sendgrid"
     base_url: str = DEFAULT_BASE_URL
-    from_: str = Field(alias="from")
-    """The sender, ``"Name <address>"`` or a bare address of a verified sender."""
-    api_key_file: Path | None = None
-    """A file holding the API key (instead of ``api_key``)."""
-    api_key: SecretStr | None = Field(default=None, validate_default=True)
-    """An API key with the Mail Send permission."""
-
-    @field_validator("from_")
-    @classmethod
-    def _sender_address(cls, value: str) -> str:
-        if "@" not in parseaddr(value)[1]:
-            raise ValueError(f"not an email address: {value!r}")
-        return value
-
-    @field_validator("api_key")
-    @classmethod
-    def _resolve_api_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        return resolve_secret("api_key", value, info.data.get("api_key_file"), required=True)
 
 
 class SendgridAdapter(HttpAdapter):
