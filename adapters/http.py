@@ -18,6 +18,7 @@ any other 4xx                          rejected     the provider's own message a
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parseaddr, parsedate_to_datetime
@@ -40,7 +41,9 @@ __all__ = [
     "HttpAdapter",
     "HttpEmailSettings",
     "HttpSettings",
+    "basic_authorization",
     "parse_retry_after",
+    "response_object",
 ]
 
 RETRYABLE_STATUS = frozenset({408, 425, 429})
@@ -282,6 +285,21 @@ class AiohttpPool(httpx.AsyncBaseTransport):
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+def response_object(response: httpx.Response) -> dict[str, Any]:
+    """The response's JSON body when it is an object, else an empty dict (providers' error
+    bodies are not always JSON)."""
+    try:
+        document = response.json()
+    except ValueError:
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def basic_authorization(user: str, password: str) -> str:
+    """An ``Authorization`` header value for HTTP basic auth."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 def _describe_failure(error: BaseException) -> str:

@@ -38,7 +38,6 @@ webhooks report that, not the send.
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
@@ -47,7 +46,7 @@ import httpx
 from pydantic import field_validator
 
 from adapters.base import Message, validate_settings
-from adapters.http import ApiKeyEmailSettings, HttpAdapter
+from adapters.http import ApiKeyEmailSettings, HttpAdapter, basic_authorization, response_object
 
 __all__ = ["DEFAULT_BASE_URL", "MailgunAdapter", "MailgunSettings"]
 
@@ -81,8 +80,7 @@ class MailgunAdapter(HttpAdapter):
     def __init__(self, settings: MailgunSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, transport=transport)
         assert settings.api_key is not None  # the settings validator resolved it
-        credentials = f"api:{settings.api_key.get_secret_value()}".encode()
-        self._authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
+        self._authorization = basic_authorization("api", settings.api_key.get_secret_value())
 
     @classmethod
     def from_settings(cls, table: Mapping[str, Any]) -> Self:
@@ -117,22 +115,14 @@ class MailgunAdapter(HttpAdapter):
 
     def provider_message_id(self, response: httpx.Response, message: Message) -> str | None:
         """Mailgun's ``id``, without the angle brackets of a Message-ID header."""
-        message_id = _document(response).get("id")
+        message_id = response_object(response).get("id")
         return message_id.strip().strip("<>") if isinstance(message_id, str) else None
 
     def error_detail(self, response: httpx.Response) -> str:
         """Mailgun's ``message``, or the plain-text body (a 401 answers ``Forbidden``)."""
-        text = _document(response).get("message")
+        text = response_object(response).get("message")
         return text if isinstance(text, str) else response.text
 
     def address_rejected(self, response: httpx.Response) -> bool:
         """A 400 saying the ``to`` address is not valid."""
         return response.status_code == 400 and bool(INVALID_RECIPIENT.search(self.error_detail(response)))
-
-
-def _document(response: httpx.Response) -> dict[str, Any]:
-    try:
-        document = response.json()
-    except ValueError:
-        return {}
-    return document if isinstance(document, dict) else {}

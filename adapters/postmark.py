@@ -49,7 +49,7 @@ import httpx
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from adapters.base import Message, SendResult, validate_settings
-from adapters.http import HttpAdapter, HttpEmailSettings
+from adapters.http import HttpAdapter, HttpEmailSettings, response_object
 from adapters.secrets import resolve_secret
 
 __all__ = ["DEFAULT_BASE_URL", "PostmarkAdapter", "PostmarkSettings"]
@@ -134,12 +134,12 @@ class PostmarkAdapter(HttpAdapter):
 
     def provider_message_id(self, response: httpx.Response, message: Message) -> str | None:
         """Postmark's ``MessageID``."""
-        message_id = _document(response).get("MessageID")
+        message_id = response_object(response).get("MessageID")
         return message_id if isinstance(message_id, str) else None
 
     def error_detail(self, response: httpx.Response) -> str:
         """Postmark's ``Message`` with its ``ErrorCode``."""
-        document = _document(response)
+        document = response_object(response)
         text = document.get("Message")
         if not isinstance(text, str):
             return response.text
@@ -152,18 +152,10 @@ class PostmarkAdapter(HttpAdapter):
         if code == INACTIVE_RECIPIENT:
             return True
         # ErrorCode 300 also covers a bad From or a missing body; only a bad To condemns the address.
-        text = _document(response).get("Message")
+        text = response_object(response).get("Message")
         return code == INVALID_EMAIL_REQUEST and isinstance(text, str) and "'To'" in text
 
 
-def _document(response: httpx.Response) -> dict[str, Any]:
-    try:
-        document = response.json()
-    except ValueError:
-        return {}
-    return document if isinstance(document, dict) else {}
-
-
 def _error_code(response: httpx.Response) -> int | None:
-    code = _document(response).get("ErrorCode")
+    code = response_object(response).get("ErrorCode")
     return code if isinstance(code, int) and not isinstance(code, bool) else None

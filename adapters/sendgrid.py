@@ -43,7 +43,7 @@ from typing import Any, ClassVar, Self
 import httpx
 
 from adapters.base import Message, validate_settings
-from adapters.http import ApiKeyEmailSettings, HttpAdapter
+from adapters.http import ApiKeyEmailSettings, HttpAdapter, response_object
 
 __all__ = ["DEFAULT_BASE_URL", "SendgridAdapter", "SendgridSettings"]
 
@@ -134,11 +134,7 @@ class SendgridAdapter(HttpAdapter):
 
 
 def _errors(response: httpx.Response) -> list[dict[str, Any]]:
-    try:
-        document = response.json()
-    except ValueError:
-        return []
-    errors = document.get("errors") if isinstance(document, dict) else None
+    errors = response_object(response).get("errors")
     if not isinstance(errors, list):
         return []
     return [error for error in errors if isinstance(error, dict)]

@@ -37,7 +37,6 @@ other 400, 401 (code 20003), 404        rejected with ``message`` and ``code``
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,7 +47,7 @@ import httpx
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from adapters.base import Message, validate_settings
-from adapters.http import HttpAdapter, HttpSettings
+from adapters.http import HttpAdapter, HttpSettings, basic_authorization, response_object
 from adapters.secrets import resolve_secret
 
 __all__ = ["ADDRESS_INVALID_CODES", "DEFAULT_BASE_URL", "TwilioAdapter", "TwilioSettings", "status_callback"]
@@ -129,8 +128,7 @@ class TwilioAdapter(HttpAdapter):
     def __init__(self, settings: TwilioSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(settings, transport=transport)
         assert settings.auth_token is not None  # the settings validator resolved it
-        credentials = f"{settings.account_sid}:{settings.auth_token.get_secret_value()}".encode()
-        self._authorization = "Basic " + base64.b64encode(credentials).decode("ascii")
+        self._authorization = basic_authorization(settings.account_sid, settings.auth_token.get_secret_value())
 
     @classmethod
     def from_settings(cls, table: Mapping[str, Any]) -> Self:
@@ -156,12 +154,12 @@ class TwilioAdapter(HttpAdapter):
 
     def provider_message_id(self, response: httpx.Response, message: Message) -> str | None:
         """The message resource's ``sid``."""
-        sid = _document(response).get("sid")
+        sid = response_object(response).get("sid")
         return sid if isinstance(sid, str) else None
 
     def error_detail(self, response: httpx.Response) -> str:
         """Twilio's ``message`` with its ``code``."""
-        document = _document(response)
+        document = response_object(response)
         text = document.get("message")
         if not isinstance(text, str):
             return response.text
@@ -170,7 +168,7 @@ class TwilioAdapter(HttpAdapter):
 
     def address_rejected(self, response: httpx.Response) -> bool:
         """Codes 21211, 21614 and 21610: an invalid, non-mobile or opted-out number."""
-        return _document(response).get("code") in ADDRESS_INVALID_CODES
+        return response_object(response).get("code") in ADDRESS_INVALID_CODES
 
 
 def status_callback(url: str, message: Message) -> str:
@@ -180,11 +178,3 @@ def status_callback(url: str, message: Message) -> str:
     query = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True) if key not in ours]
     query.extend(ours.items())
     return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def _document(response: httpx.Response) -> dict[str, Any]:
-    try:
-        document = response.json()
-    except ValueError:
-        return {}
-    return document if isinstance(document, dict) else {}

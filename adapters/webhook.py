@@ -55,7 +55,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 
 from adapters.base import Message, validate_settings
 from adapters.file import message_record
-from adapters.http import HttpAdapter, HttpSettings
+from adapters.http import HttpAdapter, HttpSettings, response_object
 from adapters.secrets import resolve_secret
 
 __all__ = [
@@ -174,12 +174,12 @@ class WebhookAdapter(HttpAdapter):
 
     def provider_message_id(self, response: httpx.Response, message: Message) -> str | None:
         """The receiver's JSON ``id``, if it answered one."""
-        message_id = _document(response).get("id")
+        message_id = response_object(response).get("id")
         return message_id if isinstance(message_id, str) and message_id else None
 
     def error_detail(self, response: httpx.Response) -> str:
         """The receiver's JSON ``error`` or ``message``, or its body as text."""
-        document = _document(response)
+        document = response_object(response)
         for key in ("error", "message"):
             if isinstance(document.get(key), str):
                 return str(document[key])
@@ -187,12 +187,4 @@ class WebhookAdapter(HttpAdapter):
 
     def address_rejected(self, response: httpx.Response) -> bool:
         """A 4xx whose JSON body holds ``"address_invalid": true``."""
-        return 400 <= response.status_code < 500 and _document(response).get("address_invalid") is True
-
-
-def _document(response: httpx.Response) -> dict[str, Any]:
-    try:
-        document = response.json()
-    except ValueError:
-        return {}
-    return document if isinstance(document, dict) else {}
+        return 400 <= response.status_code < 500 and response_object(response).get("address_invalid") is True

@@ -164,6 +164,7 @@ class Engine:
         self.channel_settings = {k: dict(v) for k, v in channel_settings.items()}
         self._senders = {channel: _throttled(adapter) for channel, adapter in self.adapters.items()}
         self.signer = signer
+        self._public_url = settings.api.public_url.rstrip("/")
         self.clock = clock
         self.owner = settings.engine.worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.offload_db = False
@@ -512,7 +513,8 @@ class Engine:
         if not address:
             item.decision = Decision("drop", "no_address", numbers=item.decision.numbers)
             return
-        unsubscribe_url = self._unsubscribe_url(touchpoint["id"], step.channel)
+        token = self.signer.sign(touchpoint["id"], step.channel)
+        unsubscribe_url = f"{self._public_url}/u/{token}"
         context = {
             "recipient": recipient_fields(recipient),
             "campaign": {"id": campaign.id, "name": campaign.name},
@@ -533,7 +535,6 @@ class Engine:
             targets = f"<{unsubscribe_url}>"
             mailbox = self.channel_settings.get(step.channel, {}).get("unsubscribe_mailto")
             if mailbox:
-                token = unsubscribe_url.rsplit("/", 1)[-1]
                 targets += f", <mailto:{mailbox}?subject=unsubscribe%20{token}>"
             headers["List-Unsubscribe"] = targets
             headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
@@ -562,10 +563,6 @@ class Engine:
             return str(address) if address else None
         value = (recipient.get("attributes") or {}).get(field_name)
         return str(value) if value else None
-
-    def _unsubscribe_url(self, touchpoint_id: int, channel: str) -> str:
-        base = self.settings.api.public_url.rstrip("/")
-        return f"{base}/u/{self.signer.sign(touchpoint_id, channel)}"
 
     async def _deliver(self, items: Sequence[_Planned]) -> None:
         if not items:

@@ -448,15 +448,13 @@ def twilio_status_event(form: Mapping[str, str], query: Mapping[str, str]) -> Pr
 def _configured(engine: Engine, provider: str, *keys: str) -> list[tuple[str, list[str]]]:
     """The channels with every secret in ``keys`` for ``provider``: (channel, secrets).
 
-    A channel qualifies when its adapter is the provider, or when its table names the
-    provider's webhook keys itself (events can come from a provider that another adapter,
-    or another Tact process, sends through). Twilio's secret is its adapter's auth token.
+    Any channel whose table holds the provider's webhook keys qualifies, whatever its adapter
+    (events can come from a provider that another adapter, or another Tact process, sends
+    through); Twilio's secret is its adapter's own auth token, so only Twilio channels count.
     """
     found: list[tuple[str, list[str]]] = []
     for channel, adapter in engine.adapter_names.items():
-        if adapter != provider and (
-            provider == "twilio" or not all(key in engine.channel_settings.get(channel, {}) for key in keys)
-        ):
+        if provider == "twilio" and adapter != provider:
             continue
         settings = engine.channel_settings.get(channel, {})
         secrets = [_secret(settings, key) for key in keys]

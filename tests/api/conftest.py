@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,18 @@ def make_engine(database_url: str, campaigns_dir: Path) -> Iterator[Callable[...
 def engine(make_engine: Callable[..., Engine]) -> Engine:
     """The default engine, with the ``crm`` token."""
     return make_engine()
+
+
+@contextmanager
+def served(engine: Engine) -> Iterator[httpx.Client]:
+    """The engine's app served on 127.0.0.1 for the block, and a client of it (no redirects)."""
+    server = LiveServer(create_app(engine))
+    server.start()
+    try:
+        with httpx.Client(base_url=server.base_url, follow_redirects=False) as client:
+            yield client
+    finally:
+        server.stop()
 
 
 @pytest.fixture

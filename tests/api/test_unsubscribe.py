@@ -3,10 +3,7 @@ never unsubscribes, the RFC 8058 one-click POST does at once, forged tokens find
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,13 +11,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 
 from adapters.memory import MemoryAdapter
 from scheduler import Engine
-from scheduler.api import create_app
 from scheduler.store import event_t, touchpoint_t
 from scheduler.tokens import TokenSigner
+from tests.api.conftest import served
 
 PUBLIC_URL = "https://tact.example.com"
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -38,28 +34,6 @@ channel = "email"
 subject = "Hello"
 text = "Hello. Unsubscribe: {{ unsubscribe_url }}"
 """
-
-
-@contextmanager
-def served(engine: Engine) -> Iterator[httpx.Client]:
-    """The engine's app on a free loopback port (uvicorn in a thread), and a client of it."""
-    config = uvicorn.Config(
-        create_app(engine), host="127.0.0.1", port=0, lifespan="off", log_level="warning", ws="none"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="unsubscribe-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -8,10 +8,8 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -19,14 +17,13 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from adapters.memory import MemoryAdapter
 from scheduler import Engine
-from scheduler.api import create_app
 from scheduler.store import event_t, touchpoint_t
+from tests.api.conftest import served
 
 PUBLIC_URL = "https://tact.example.com"
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -61,28 +58,6 @@ text = "Ping"
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def served(engine: Engine) -> Iterator[httpx.Client]:
-    """The engine's app on a free loopback port (uvicorn in a thread), and a client of it."""
-    config = uvicorn.Config(
-        create_app(engine), host="127.0.0.1", port=0, lifespan="off", log_level="warning", ws="none"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="webhook-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
