@@ -365,6 +365,33 @@ def explain(recipient: Annotated[str, typer.Argument(help="Recipient id.")], con
 
 
 @app.command()
+def report(
+    html: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")] = None,
+    campaign: Annotated[str | None, typer.Option(help="Only this campaign.")] = None,
+    since: Annotated[str | None, typer.Option(help="From this instant (ISO 8601).")] = None,
+    until: Annotated[str | None, typer.Option(help="Before this instant (ISO 8601).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Summarise decisions, campaigns, value tiers and model against holdout; --html adds plots."""
+    from scheduler.analytics import ReportFilter, build_report
+    from scheduler.report import render_text, write_html
+
+    report_filter = ReportFilter(
+        since=_parse_instant(since) if since else None,
+        until=_parse_instant(until) if until else None,
+        campaign=campaign,
+    )
+    settings = _settings(config)
+    with _engine(settings) as engine:
+        figures = build_report(engine.store.engine, report_filter)
+    # Piped output is not cut to 80 columns: campaign ids stay whole.
+    render_text(figures, out if out.is_terminal else Console(width=160))
+    if html is not None:
+        write_html(figures, html)
+        err.print(f"report written to {html}", highlight=False, markup=False)
+
+
+@app.command()
 def simulate(
     campaigns: Annotated[
         Path | None, typer.Option("--campaigns", help="Campaigns directory (default: the config's).")
@@ -384,6 +411,13 @@ def simulate(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report with plots.")] = None,
+    database: Annotated[
+        Path | None,
+        typer.Option(
+            "--database",
+            help="Keep the value policy's run in this new SQLite file, holdout as configured (for tact report).",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Run the real engine on a synthetic population for each policy and compare them."""
@@ -396,6 +430,10 @@ def simulate(
     if unknown or not chosen:
         err.print(f"error: unknown policy {', '.join(unknown) or '(none)'}; use fixed, cap, value", markup=False)
         raise typer.Exit(2)
+    if database is not None and (database.exists() or "value" not in chosen):
+        problem = "already exists" if database.exists() else "needs the value policy"
+        err.print(f"error: --database {database} {problem}", highlight=False, markup=False)
+        raise typer.Exit(2)
     options = SimulationOptions(
         recipients=recipients,
         days=days,
@@ -404,6 +442,7 @@ def simulate(
         config_path=config,
         world=world,
         policies=chosen,
+        database=database,
     )
     if jobs is not None:
         options.jobs = jobs

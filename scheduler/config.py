@@ -11,7 +11,16 @@ from datetime import time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeFloat, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -154,6 +163,19 @@ class AttentionSettings(_Section):
     unsubscribe_loss: float = Field(1.0, ge=0)
 
 
+class AnalyticsSettings(_Section):
+    """How the analysts' views and ``tact report`` group recipients (docs/send-log.md)."""
+
+    top_tier: float = Field(0.2, gt=0, le=1)
+    middle_tier: float = Field(0.3, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _shares_fit(self) -> AnalyticsSettings:
+        if self.top_tier + self.middle_tier > 1:
+            raise ValueError("analytics.top_tier + analytics.middle_tier must not exceed 1")
+        return self
+
+
 class ApiSettings(_Section):
     """The HTTP API served by ``tact run``."""
 
@@ -197,6 +219,7 @@ class Settings(BaseSettings):
     quiet_hours: QuietHoursSettings = QuietHoursSettings()
     caps: CapsSettings = CapsSettings()
     attention: AttentionSettings = AttentionSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
     channels: dict[str, dict[str, Any]] = Field(default_factory=_default_channels)
     api: ApiSettings = ApiSettings()
     logging: LoggingSettings = LoggingSettings()

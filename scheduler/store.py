@@ -245,6 +245,13 @@ class Store:
                 value = connection.execute(sa.select(meta_t.c.value).where(meta_t.c.key == key)).scalar_one()
             return str(value)
 
+    def set_meta(self, values: Mapping[str, str]) -> None:
+        """Write meta values, replacing what was there."""
+        with self.transaction() as connection:
+            for key, value in values.items():
+                stmt = self._insert(meta_t).values(key=key, value=value)
+                connection.execute(stmt.on_conflict_do_update(index_elements=[meta_t.c.key], set_={"value": value}))
+
     # -- campaigns -----------------------------------------------------------------------------
 
     def sync_campaigns(self, rows: Sequence[Row]) -> None:

@@ -27,8 +27,6 @@ unsubscribes_per_1000, complaints_per_1000, mean_final_asset (the model's), mean
 from __future__ import annotations
 
 import html
-import io
-import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from scheduler.plots import STYLE, svg, svg_figures
 from scheduler.simulation.metrics import VALUE_TIERS, Metrics, PolicyResult, SimulationResult
 
 if TYPE_CHECKING:
@@ -184,15 +183,6 @@ def to_json(result: SimulationResult) -> dict[str, Any]:
 # -- HTML ------------------------------------------------------------------------------------
 
 
-def _svg(figure: Figure) -> str:
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
-    text = buffer.getvalue()
-    text = re.sub(r"<\?xml[^>]*\?>\s*", "", text)
-    text = re.sub(r"<!DOCTYPE[^>]*>\s*", "", text)
-    return re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.DOTALL)
-
-
 def _volume_figure(result: SimulationResult) -> Figure:
     from matplotlib.figure import Figure
 
@@ -267,26 +257,13 @@ def _html_table(title: str, first: str, rows: list[tuple[str, list[str]]]) -> st
     return f"<h2>{html.escape(title)}</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-_STYLE = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; }
-td { text-align: right; font-variant-numeric: tabular-nums; }
-thead th { background: #f4f4f4; }
-figure { margin: 1em 0; } svg { max-width: 100%; height: auto; }
-"""
-
-
 def write_html(result: SimulationResult, path: Path) -> None:
     """Write one self-contained HTML file (tables and inline SVG plots; opens offline)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     options = result.options
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<title>Tact simulation</title>",
-        f"<style>{_STYLE}</style></head><body>",
+        f"<style>{STYLE}</style></head><body>",
         "<h1>Tact simulation</h1>",
         f"<p>{options.recipients:,} recipients × {options.days} days from {options.start:%Y-%m-%d}, seed "
         f"{options.seed}, world <b>{html.escape(result.world.name)}</b> ({html.escape(result.world.description)}). "
@@ -300,12 +277,12 @@ def write_html(result: SimulationResult, path: Path) -> None:
     lines = _comparison_lines(result)
     if lines:
         parts.append("<h2>Comparison</h2><pre>" + html.escape("\n".join(lines)) + "</pre>")
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "tact-simulation"}):
+    with svg_figures("tact-simulation"):
         for title, build in (
             ("Volume, conversions and unsubscribes", _volume_figure),
             ("Weekly series", _series_figure),
             ("Attention asset by value tier", _asset_figure),
         ):
-            parts.append(f"<h2>{html.escape(title)}</h2><figure>{_svg(build(result))}</figure>")
+            parts.append(f"<h2>{html.escape(title)}</h2><figure>{svg(build(result))}</figure>")
     parts.append("</body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")

@@ -109,6 +109,7 @@ class SimulationOptions:
     jobs: int = field(default_factory=_default_jobs)
     value_overrides: dict[str, Any] = field(default_factory=dict)
     cap_grid: Sequence[CapPoint] = DEFAULT_CAP_GRID
+    database: Path | None = None  # keep the value policy's run here (holdout as configured)
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,9 @@ def policy_runs(options: SimulationOptions) -> list[PolicyRun]:
     if "fixed" in options.policies:
         runs.append(PolicyRun("fixed", "fixed", {"enabled": False}, fixed_attention))
     if "value" in options.policies:
-        runs.append(PolicyRun("value", "value", {}, {"enabled": True, "holdout": 0, **options.value_overrides}))
+        # A kept database is for `tact report`, which compares the model with its holdout.
+        holdout = {} if options.database else {"holdout": 0}
+        runs.append(PolicyRun("value", "value", {}, {"enabled": True, **holdout, **options.value_overrides}))
     if "cap" in options.policies:
         if not options.cap_grid:
             raise ValueError("the cap policy needs at least one cap grid point")
@@ -298,7 +301,11 @@ def run_policy(options: SimulationOptions, run: PolicyRun, report: Progress | No
     began = time.perf_counter()
     spec = world_spec(options.world)
     start, hours = options.start.astimezone(UTC), options.days * 24
-    engine = build_policy_engine(options.config_path, options.campaigns_dir, caps=run.caps, attention=run.attention)
+    kept = options.database if run.policy == "value" else None
+    engine = build_policy_engine(
+        options.config_path, options.campaigns_dir, caps=run.caps, attention=run.attention,
+        database_url=f"sqlite:///{kept}" if kept else "sqlite://",
+    )  # fmt: skip
     try:
         population = generate_population(
             options.recipients, options.seed, engine.catalog, start=start, days=options.days,
@@ -357,15 +364,21 @@ def run_policy(options: SimulationOptions, run: PolicyRun, report: Progress | No
 
 
 def build_policy_engine(
-    config_path: Path | None, campaigns_dir: Path | None, *, caps: dict[str, Any], attention: dict[str, Any]
+    config_path: Path | None,
+    campaigns_dir: Path | None,
+    *,
+    caps: dict[str, Any],
+    attention: dict[str, Any],
+    database_url: str = "sqlite://",
 ) -> Engine:
-    """A fresh engine on an in-memory database with memory adapters and the run's overrides."""
+    """A fresh engine on a database (in memory by default) with memory adapters and the run's
+    overrides."""
     # No sweep of stored outcome windows: decisions and the asset snapshots settle them on read.
     overrides: dict[str, Any] = {"caps": caps, "attention": attention, "engine": {"resolve_interval": "3650d"}}
     if campaigns_dir is not None:
         overrides["campaigns_dir"] = str(campaigns_dir)
     engine = Engine.from_config(
-        config_path, database_url="sqlite://", channels={"email": "memory", "sms": "memory"}, **overrides
+        config_path, database_url=database_url, channels={"email": "memory", "sms": "memory"}, **overrides
     )
     # Nobody reads simulated messages and templates were checked at load: skipping the bodies
     # halves a run's time, and every decision is taken exactly as with real bodies.
