@@ -12,6 +12,7 @@ a batch limit so the loop stays responsive. Both run the same code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -397,12 +398,15 @@ class Engine:
             if should_stop is not None and should_stop():
                 break
             claimed = await self._db(self.store.claim, now, self.owner, lease, batch_size)
+            claimed_at = time.monotonic()
             if not claimed:
                 break
             batches += 1
             context = await self._db(self.store.load_context, claimed)
             planned = self._decide_batch(claimed, context, now)
-            await self._deliver([p for p in planned if p.message is not None])
+            if time.monotonic() - claimed_at > lease / 2:
+                planned = await self._still_held(planned, lease)
+            await self._deliver([p for p in planned if p.message is not None], lease)
             write, rows = self._record(planned, context, now)
             self._report_lost(await self._db(self.store.commit_batch, write, self.owner))
             batch_counts: dict[str, int] = {}
@@ -566,16 +570,42 @@ class Engine:
         value = (recipient.get("attributes") or {}).get(field_name)
         return str(value) if value else None
 
-    async def _deliver(self, items: Sequence[_Planned]) -> None:
+    async def _still_held(self, planned: list[_Planned], lease: float) -> list[_Planned]:
+        """Renew the batch's leases before sending; drop what another replica reclaimed
+        meanwhile (this process was paused or slow past its lease): it is theirs to decide.
+
+        Called only when half the lease has passed since the claim: before that, no replica
+        can have reclaimed the rows, whatever the clocks' small disagreements."""
+        if not any(item.message is not None for item in planned):
+            return planned
+        held = await self._db(self.store.renew_leases, [item.touchpoint["id"] for item in planned], self.owner, lease)
+        if len(held) < len(planned):
+            self._report_lost(len(planned) - len(held))
+            planned = [item for item in planned if item.touchpoint["id"] in held]
+        return planned
+
+    async def _deliver(self, items: Sequence[_Planned], lease: float) -> None:
         if not items:
             return
         queue = iter(items)
+        lost: set[int] = set()
+
+        async def renew() -> None:
+            # Sends can outlast the lease (slow providers, retries inside the adapter): keep it.
+            ids = [item.touchpoint["id"] for item in items]
+            while True:
+                await asyncio.sleep(max(lease / 3, 0.2))
+                held = await self._db(self.store.renew_leases, ids, self.owner, lease)
+                lost.update(i for i in ids if i not in held)
 
         async def worker() -> None:
             # A fixed pool of workers pulls from one queue: `concurrency` sends in flight at
             # most, without a task per message.
             for item in queue:
                 assert item.message is not None
+                if item.touchpoint["id"] in lost:
+                    item.result = SendResult(SendStatus.RETRYABLE, detail="lease lost before sending")
+                    continue
                 adapter = self._senders[item.message.channel]
                 started = time.perf_counter()
                 try:
@@ -585,7 +615,13 @@ class Engine:
                 item.latency_ms = (time.perf_counter() - started) * 1000
 
         workers = min(self.settings.engine.concurrency, len(items))
-        await asyncio.gather(*(worker() for _ in range(workers)))
+        renewal = asyncio.ensure_future(renew())
+        try:
+            await asyncio.gather(*(worker() for _ in range(workers)))
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
         metrics.record_sends(
             (self.adapter_names.get(item.message.channel, item.message.channel), item.result.status, item.latency_ms)
             for item in items

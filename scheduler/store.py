@@ -11,7 +11,7 @@ import operator
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -160,6 +160,11 @@ def migrate_database(url: str) -> None:
         upgrade(engine)
     finally:
         engine.dispose()
+
+
+CLAIM_LOCK_KEY = 0x7461637401
+"""The advisory lock claims take turns on (PostgreSQL; held for one claim's transaction)."""
+_CLAIM_TURN = sa.text("SELECT pg_advisory_xact_lock(:key)")
 
 
 @dataclass
@@ -596,8 +601,13 @@ class Store:
     def claim(self, now: datetime, owner: str, lease_seconds: float, limit: int) -> list[Row]:
         """Lease up to ``limit`` due touchpoints, with every other due one of their recipients.
 
-        Claiming by recipient lets competing touches be decided together. A row whose previous
-        lease expired without a commit gets its attempt counter raised.
+        Claiming by recipient lets competing touches be decided together, and a recipient with
+        a touch leased elsewhere is skipped: two replicas never decide touches of the same
+        recipient at once (caps and fatigue would be computed on stale state). On PostgreSQL
+        claims take turns on a transaction-scoped advisory lock, so each claim sees every
+        lease committed before it; the lock ends with the claim's transaction, and the leases
+        in the rows are what protect the sends. A row whose previous lease expired without a
+        commit gets its attempt counter raised.
         """
         wall = datetime.fromtimestamp(time.time(), UTC)
         lease_until = datetime.fromtimestamp(time.time() + lease_seconds, UTC)
@@ -605,15 +615,23 @@ class Store:
             self._claim_statement = self._build_claim()
         params = {"b_now": now, "b_wall": wall, "b_limit": limit, "b_owner": owner, "b_until": lease_until}
         with self.transaction() as connection:
+            if self.dialect == "postgresql":
+                connection.execute(_CLAIM_TURN, {"key": CLAIM_LOCK_KEY})
             rows = connection.execute(self._claim_statement, params)
             return [dict(zip(CLAIMED_COLUMNS, r, strict=True)) for r in rows]
 
     def _build_claim(self) -> sa.Executable:
         """The claim statement, built once with bound parameters (it runs every tick)."""
         t = touchpoint_t
+        other = touchpoint_t.alias("leased")
         free = sa.or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < sa.bindparam("b_wall"))
         due = sa.and_(t.c.state == "pending", t.c.due_at <= sa.bindparam("b_now"), free)
-        first = sa.select(t.c.recipient_id).where(due).order_by(t.c.due_at).limit(sa.bindparam("b_limit"))
+        busy = sa.exists().where(
+            other.c.recipient_id == t.c.recipient_id,
+            other.c.state == "pending",
+            other.c.lease_expires_at >= sa.bindparam("b_wall"),
+        )
+        first = sa.select(t.c.recipient_id).where(due, ~busy).order_by(t.c.due_at).limit(sa.bindparam("b_limit"))
         if self.dialect == "postgresql":
             first = first.with_for_update(skip_locked=True)
         candidates = sa.select(t.c.id).where(due, t.c.recipient_id.in_(first.scalar_subquery()))
@@ -656,15 +674,44 @@ class Store:
             connection.rollback()
         return BatchContext(recipients, consents, attention, enrollments)
 
+    def renew_leases(self, ids: Sequence[int], owner: str, lease_seconds: float) -> set[int]:
+        """Extend this owner's leases on ``ids``; return the ids it still holds.
+
+        A lease that ran out but was not reclaimed is still held (nobody else can have sent
+        those touches); one another replica reclaimed is gone, and its touch must not be sent.
+        """
+        if not ids:
+            return set()
+        t = touchpoint_t
+        until = datetime.fromtimestamp(time.time() + lease_seconds, UTC)
+        statement = (
+            t.update()
+            .where(t.c.id.in_(ids), t.c.lease_owner == owner, t.c.state == "pending")
+            .values(lease_expires_at=until)
+            .returning(t.c.id)
+        )
+        with self.transaction() as connection:
+            return set(connection.execute(statement).scalars())
+
     def commit_batch(self, write: BatchWrite, owner: str) -> int:
         """Write one batch: send_log rows, touchpoint states, attention, next touchpoints.
 
-        Rows whose lease this owner no longer holds are not touched; returns how many were lost.
+        Only touchpoints this owner still holds are written: the decisions of one whose lease
+        another replica reclaimed are that replica's to record. Returns how many were lost.
         The statements go to the driver directly: this is the hot path of every tick.
         """
         ph, ts = self._placeholders, self._timestamp
         with self.transaction() as connection:
-            lost = 0
+            ids = list({r["b_id"] for r in write.done} | {r["b_id"] for r in write.rescheduled})
+            held = self._held(connection, ids, owner)
+            lost = len(ids) - len(held)
+            if lost:
+                write = replace(
+                    write,
+                    done=[r for r in write.done if r["b_id"] in held],
+                    rescheduled=[r for r in write.rescheduled if r["b_id"] in held],
+                    send_log=[e for e in write.send_log if e.touchpoint_id is None or e.touchpoint_id in held],
+                )
             if write.done:
                 sql = (
                     "UPDATE touchpoint SET state = 'done', outcome = {0}, reason = {0}, decided_at = {0}, "
@@ -676,14 +723,14 @@ class Store:
                      r["b_provider_message_id"], r["b_attempts"], r["b_id"], owner)
                     for r in write.done
                 ]  # fmt: skip
-                lost += len(params) - max(connection.exec_driver_sql(sql, params).rowcount, 0)
+                connection.exec_driver_sql(sql, params)
             if write.rescheduled:
                 sql = (
                     "UPDATE touchpoint SET due_at = {0}, attempts = {0}, lease_owner = NULL, "
                     "lease_expires_at = NULL WHERE id = {0} AND lease_owner = {0}"
                 ).format(ph(1))
                 moves = [(ts(r["b_due_at"]), r["b_attempts"], r["b_id"], owner) for r in write.rescheduled]
-                lost += len(moves) - max(connection.exec_driver_sql(sql, moves).rowcount, 0)
+                connection.exec_driver_sql(sql, moves)
             if write.send_log:
                 sql = f"INSERT INTO send_log ({', '.join(SEND_LOG_COLUMNS)}) VALUES ({ph(len(SEND_LOG_COLUMNS))})"
                 fields = operator.attrgetter(*SEND_LOG_COLUMNS)
@@ -706,6 +753,18 @@ class Store:
             for recipient_id, at, reason in write.suppressed:
                 self.suppress(connection, recipient_id, at, reason)
             return lost
+
+    def _held(self, connection: sa.Connection, ids: Sequence[int], owner: str) -> set[int]:
+        """The ids among ``ids`` this owner holds, locked until the transaction ends (on
+        PostgreSQL; SQLite's write transaction is exclusive already)."""
+        held: set[int] = set()
+        t = touchpoint_t
+        for start in range(0, len(ids), 1000):
+            query = sa.select(t.c.id).where(t.c.id.in_(ids[start : start + 1000]), t.c.lease_owner == owner)
+            if self.dialect == "postgresql":
+                query = query.with_for_update()
+            held.update(connection.execute(query).scalars())
+        return held
 
     def _placeholders(self, count: int) -> str:
         mark = "?" if self.dialect == "sqlite" else "%s"
