@@ -82,6 +82,7 @@ class EngineSettings(_Section):
     retry_base: Duration = timedelta(seconds=30)
     retry_max: Duration = timedelta(hours=1)
     worker_id: str | None = None
+    shutdown_grace: Duration = timedelta(seconds=30)
 
 
 class ConsentSettings(_Section):

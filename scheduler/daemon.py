@@ -15,6 +15,7 @@ import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
 import structlog
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -22,12 +23,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from scheduler import metrics
 from scheduler.api import ApiState, create_app
 from scheduler.engine import Engine
-from scheduler.errors import TactError
+from scheduler.errors import StoreError, TactError
 from scheduler.runtime import tune_gc
 
 log = structlog.get_logger("tact.daemon")
 
 RELOAD_INTERVAL_SECONDS = 2.0
+BACKOFF_MAX_SECONDS = 30.0
+"""Longest pause between ticks while the database is unreachable."""
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -47,10 +50,14 @@ class Daemon:
         self.draining = False
         self._tick_lock = asyncio.Lock()
         self._stop = asyncio.Event()
+        self._failures = 0
+        self._resume_at = 0.0
 
     async def tick(self) -> None:
-        """One daemon tick (skipped while draining or when the previous one still runs)."""
-        if self.draining or self._tick_lock.locked():
+        """One daemon tick (skipped while draining, when the previous one still runs, or while
+        backing off after failures)."""
+        loop = asyncio.get_running_loop()
+        if self.draining or self._tick_lock.locked() or loop.time() < self._resume_at:
             return
         async with self._tick_lock:
             try:
@@ -59,8 +66,24 @@ class Daemon:
                     max_batches=self.engine.settings.engine.max_batches_per_tick,
                     should_stop=lambda: self.draining,
                 )
+            except (StoreError, sa.exc.DBAPIError) as error:
+                # The database is down or restarting: wait longer each time (pool_pre_ping
+                # reconnects once it answers); /readyz says 503 meanwhile. Claimed rows keep
+                # their leases and are claimed again when those run out.
+                self._back_off("database_unavailable", error=str(error))
             except Exception:
                 log.exception("tick_failed")
+                self._back_off("tick_failed")
+            else:
+                if self._failures:
+                    log.info("ticks_resumed", after_failures=self._failures)
+                self._failures = 0
+
+    def _back_off(self, event: str, **fields: str) -> None:
+        self._failures += 1
+        delay = min(BACKOFF_MAX_SECONDS, 0.5 * 2 ** min(self._failures, 16))
+        self._resume_at = asyncio.get_running_loop().time() + delay
+        log.warning(event, failures=self._failures, retry_in=delay, **fields)
 
     async def reload(self) -> None:
         """Reload campaigns when a file under the campaigns directory changed."""
@@ -106,8 +129,7 @@ class Daemon:
         )
         await self._stop.wait()
         scheduler.shutdown(wait=False)
-        async with self._tick_lock:  # waits for an in-flight tick to commit
-            pass
+        await self._drain()
         if api is not None:
             server, serving = api
             server.should_exit = True
@@ -115,6 +137,18 @@ class Daemon:
         await self.engine.aclose()
         self.engine.store.close()
         log.info("daemon_stopped")
+
+    async def _drain(self) -> None:
+        """Wait for the in-flight tick to commit, up to ``engine.shutdown_grace``; past it, give
+        the batch's leases up so other replicas take it over at once, and stop."""
+        grace = self.engine.settings.engine.shutdown_grace.total_seconds()
+        try:
+            await asyncio.wait_for(self._tick_lock.acquire(), grace)
+        except TimeoutError:
+            released = await asyncio.to_thread(self.engine.store.release_leases, self.engine.owner)
+            log.warning("drain_timeout", grace=grace, released=released)
+        else:
+            self._tick_lock.release()
 
     def _start_api(self) -> tuple[uvicorn.Server, asyncio.Task[None]] | None:
         settings = self.engine.settings.api

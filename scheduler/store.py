@@ -674,6 +674,20 @@ class Store:
             connection.rollback()
         return BatchContext(recipients, consents, attention, enrollments)
 
+    def release_leases(self, owner: str) -> int:
+        """Give up every lease ``owner`` holds (a shutdown that could not wait for its batch).
+
+        The attempt counter rises: the touches may have been sent without being recorded.
+        """
+        t = touchpoint_t
+        statement = (
+            t.update()
+            .where(t.c.lease_owner == owner, t.c.state == "pending")
+            .values(lease_owner=None, lease_expires_at=None, attempts=t.c.attempts + 1)
+        )
+        with self.transaction() as connection:
+            return connection.execute(statement).rowcount
+
     def renew_leases(self, ids: Sequence[int], owner: str, lease_seconds: float) -> set[int]:
         """Extend this owner's leases on ``ids``; return the ids it still holds.
 
