@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.pool import StaticPool
 
 from scheduler.config import DatabaseSettings
+from scheduler.durations import format_duration
 from scheduler.errors import SchemaOutOfDate, StoreError
 from scheduler.tables import (
     Attention,
@@ -231,6 +232,12 @@ class Store:
             with self.engine.begin() as connection:
                 yield connection
         except sa.exc.OperationalError as exc:
+            if self.dialect == "sqlite" and "locked" in str(exc.orig):
+                raise StoreError(
+                    f"the SQLite database {self.settings.url} stayed busy longer than database.busy_timeout "
+                    f"({format_duration(self.settings.busy_timeout)}): another process holds it. Run one Tact "
+                    "process per SQLite file, raise busy_timeout, or use PostgreSQL for several replicas"
+                ) from exc
             raise StoreError(f"database error: {exc.orig}") from exc
 
     def _insert(self, table: sa.Table) -> Any:

@@ -1,14 +1,21 @@
 """Leases between replicas, on SQLite and PostgreSQL: one recipient is decided by one replica
 at a time, a reclaimed lease is lost to its first owner, and a lost touch is neither sent nor
-logged by the owner that lost it."""
+logged by the owner that lost it. Two processes on one SQLite file take turns or are told why
+they cannot."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from scheduler import Engine
-from scheduler.store import BatchWrite
+from scheduler.config import DatabaseSettings
+from scheduler.errors import StoreError
+from scheduler.store import BatchWrite, Store
 from tests.integration.test_engine_gates import T0, make_engine
 
 
@@ -87,3 +94,54 @@ def test_a_replica_that_lost_its_lease_before_sending_sends_nothing(database_url
     finally:
         paused.close()
         other.close()
+
+
+def test_a_busy_sqlite_file_is_named_with_a_clear_message(tmp_path: Path) -> None:
+    """A second process that waits past busy_timeout gets an explanation, not "database is locked"."""
+    settings = DatabaseSettings(url=f"sqlite:///{tmp_path / 'tact.db'}", busy_timeout=timedelta(milliseconds=200))
+    holder, waiter = Store(settings), Store(settings)
+    try:
+        with (
+            holder.transaction(),
+            pytest.raises(StoreError, match="another process holds it") as caught,
+            waiter.transaction() as connection,
+        ):
+            connection.exec_driver_sql("SELECT 1")
+        assert "database is locked" not in str(caught.value)
+    finally:
+        holder.close()
+        waiter.close()
+
+
+def test_two_processes_drain_one_sqlite_file_without_losing_or_doubling(tmp_path: Path) -> None:
+    """Two `tact tick` processes on one SQLite file take turns (BEGIN IMMEDIATE, busy timeout):
+    both exit 0 and every touchpoint is decided exactly once."""
+    directory = tmp_path / "campaigns"
+    engine = make_engine(f"sqlite:///{tmp_path / 'tact.db'}", directory, kind="transactional")
+    try:
+        recipients = [f"p{i}" for i in range(3000)]
+        engine.upsert_recipients([{"id": r, "email": f"{r}@example.com"} for r in recipients])
+        engine.enroll("journey", recipients, at=T0)
+    finally:
+        engine.close()
+    config = tmp_path / "tact.toml"
+    config.write_text(
+        f'campaigns_dir = "{directory.as_posix()}"\n[database]\nurl = "sqlite:///{(tmp_path / "tact.db").as_posix()}"\n'
+        '[engine]\nbatch_size = 100\n[channels.email]\nadapter = "null"\n[channels.sms]\nadapter = "null"\n'
+    )
+    tact = Path(sys.executable).parent / "tact"
+    command = [str(tact), "tick", "--at", T0.isoformat(), "--config", str(config)]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    check = make_engine(f"sqlite:///{tmp_path / 'tact.db'}", directory, kind="transactional")
+    try:
+        assert check.store.count("send_log") == 3000
+        assert check.store.count("touchpoint", state="pending") == 3000  # the second steps, due a day later
+        with check.store.engine.connect() as connection:
+            doubled = connection.exec_driver_sql(
+                "SELECT count(*) FROM (SELECT touchpoint_id FROM send_log GROUP BY touchpoint_id HAVING count(*) > 1) x"
+            ).scalar()
+        assert doubled == 0
+    finally:
+        check.close()
