@@ -10,11 +10,12 @@ The engine wraps every channel's adapter with the channel's ``rate_limit`` and
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import ClassVar
 
 from aiolimiter import AsyncLimiter
 
-from adapters.base import Adapter, Message, SendResult
+from adapters.base import Adapter, Message, SendResult, SendStatus
 
 __all__ = ["Throttled"]
 
@@ -37,11 +38,18 @@ class Throttled:
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
 
-    async def send(self, message: Message) -> SendResult:
-        """Wait for a slot and for the rate limit, then send through the wrapped adapter."""
+    async def send(self, message: Message, *, go_ahead: Callable[[], Awaitable[bool]] | None = None) -> SendResult:
+        """Wait for a slot and for the rate limit, then send through the wrapped adapter.
+
+        ``go_ahead``, when given, is asked once the wait is over: a send that waited may no
+        longer be wanted (its lease was lost meanwhile). A refusal sends nothing and answers
+        ``retryable``.
+        """
         async with self._running_loop_slots():
             if self._limiter is not None:
                 await self._limiter.acquire()
+            if go_ahead is not None and not await go_ahead():
+                return SendResult(SendStatus.RETRYABLE, detail="withdrawn before sending")
             return await self.inner.send(message)
 
     async def aclose(self) -> None:

@@ -128,8 +128,8 @@ class Daemon:
             tick_interval=interval,
         )
         await self._stop.wait()
+        await self._drain()  # before the scheduler's shutdown, which would cancel the running tick
         scheduler.shutdown(wait=False)
-        await self._drain()
         if api is not None:
             server, serving = api
             server.should_exit = True
@@ -145,6 +145,7 @@ class Daemon:
         try:
             await asyncio.wait_for(self._tick_lock.acquire(), grace)
         except TimeoutError:
+            self.engine.stopping = True
             released = await asyncio.to_thread(self.engine.store.release_leases, self.engine.owner)
             log.warning("drain_timeout", grace=grace, released=released)
         else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import socket
@@ -133,11 +134,15 @@ class _Planned:
     settled: AttentionState | None = None  # the stored state with its closed outcome windows settled
 
 
-def _throttled(adapter: Adapter) -> Adapter:
+UNLIMITED = 1_000_000
+"""Concurrency of an adapter without limit settings (the engine's own ``concurrency`` binds)."""
+
+
+def _throttled(adapter: Adapter) -> Throttled:
     """The adapter within its channel's ``rate_limit`` and ``concurrency`` settings, if it has them."""
     settings = getattr(adapter, "settings", None)
     if not isinstance(settings, AdapterSettings):
-        return adapter
+        return Throttled(adapter, rate_limit=None, concurrency=UNLIMITED)
     return Throttled(adapter, rate_limit=settings.rate_limit, concurrency=settings.concurrency)
 
 
@@ -169,6 +174,7 @@ class Engine:
         self.clock = clock
         self.owner = settings.engine.worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.offload_db = False
+        self.stopping = False  # set by a shutdown that gave its leases up: send nothing more
         # False: messages go out without rendered bodies (simulation: nobody reads them).
         self.render_bodies = True
         self._resolved_at: datetime | None = None
@@ -406,7 +412,8 @@ class Engine:
             planned = self._decide_batch(claimed, context, now)
             if time.monotonic() - claimed_at > lease / 2:
                 planned = await self._still_held(planned, lease)
-            await self._deliver([p for p in planned if p.message is not None], lease)
+                claimed_at = time.monotonic()
+            await self._deliver([p for p in planned if p.message is not None], lease, claimed_at)
             write, rows = self._record(planned, context, now)
             self._report_lost(await self._db(self.store.commit_batch, write, self.owner))
             batch_counts: dict[str, int] = {}
@@ -584,38 +591,52 @@ class Engine:
             planned = [item for item in planned if item.touchpoint["id"] in held]
         return planned
 
-    async def _deliver(self, items: Sequence[_Planned], lease: float) -> None:
+    async def _deliver(self, items: Sequence[_Planned], lease: float, claimed_at: float) -> None:
         if not items:
             return
         queue = iter(items)
+        ids = [item.touchpoint["id"] for item in items]
         lost: set[int] = set()
+        secured = [claimed_at]  # when the batch's leases were last known to be ours (monotonic)
+        renewing = asyncio.Lock()
 
         async def renew() -> None:
-            # Sends can outlast the lease (slow providers, retries inside the adapter): keep it.
-            ids = [item.touchpoint["id"] for item in items]
-            while True:
-                await asyncio.sleep(max(lease / 3, 0.2))
+            async with renewing:
                 held = await self._db(self.store.renew_leases, ids, self.owner, lease)
                 lost.update(i for i in ids if i not in held)
+                secured[0] = time.monotonic()
+
+        async def keep_leases() -> None:
+            # Sends can outlast the lease (slow providers, retries inside the adapter): keep it.
+            while True:
+                await asyncio.sleep(max(lease / 3, 0.2))
+                await renew()
+
+        async def still_ours(touchpoint_id: int) -> bool:
+            # Asked right before each send, after any wait for a slot: a process paused past
+            # half its lease (SIGSTOP, a stalled host) checks before sending anything more.
+            if self.stopping:
+                return False
+            if time.monotonic() - secured[0] > lease / 2:
+                await renew()
+            return touchpoint_id not in lost
 
         async def worker() -> None:
             # A fixed pool of workers pulls from one queue: `concurrency` sends in flight at
             # most, without a task per message.
             for item in queue:
                 assert item.message is not None
-                if item.touchpoint["id"] in lost:
-                    item.result = SendResult(SendStatus.RETRYABLE, detail="lease lost before sending")
-                    continue
                 adapter = self._senders[item.message.channel]
                 started = time.perf_counter()
+                go_ahead = functools.partial(still_ours, item.touchpoint["id"])
                 try:
-                    item.result = await adapter.send(item.message)
+                    item.result = await adapter.send(item.message, go_ahead=go_ahead)
                 except Exception as exc:  # an adapter bug must not stop the tick
                     item.result = SendResult.from_exception(exc)
                 item.latency_ms = (time.perf_counter() - started) * 1000
 
         workers = min(self.settings.engine.concurrency, len(items))
-        renewal = asyncio.ensure_future(renew())
+        renewal = asyncio.ensure_future(keep_leases())
         try:
             await asyncio.gather(*(worker() for _ in range(workers)))
         finally:

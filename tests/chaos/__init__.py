@@ -1,0 +1,1 @@
+"""Chaos tests: several ``tact run`` processes on one PostgreSQL, killed, frozen and stopped."""
