@@ -162,6 +162,8 @@ def feedback_figure(report: Report) -> Figure | None:
         axes.set_title(title, fontsize=10)
         axes.yaxis.set_major_formatter(lambda value, _: f"{value:.2%}")
         axes.set_ylim(bottom=0)
+    worst = max((report.weekly(report.complained_by_day).get(w, 0) / sends[w] for w in weeks), default=0.0)
+    complaints.set_ylim(0, max(2 * COMPLAINT_LIMIT, 1.2 * worst))  # both thresholds in view
     complaints.axhline(COMPLAINT_TARGET, color="#e67e22", linestyle="--", label="keep under 0.1 %")
     complaints.axhline(COMPLAINT_LIMIT, color="#c0392b", linestyle=":", label="never 0.3 %")
     complaints.legend(fontsize=8)
