@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from email.utils import parseaddr, parsedate_to_datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlencode
 
 import aiohttp
 import httpx
@@ -49,6 +50,9 @@ __all__ = [
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 """4xx statuses that mean "try again later"; every 5xx does too."""
 DETAIL_LIMIT = 500
+SKIP_USER_AGENT = ("User-Agent",)
+JSON_CONTENT_TYPE = (b"Content-Type", b"application/json")
+FORM_CONTENT_TYPE = (b"Content-Type", b"application/x-www-form-urlencoded")
 
 
 class HttpSettings(AdapterSettings):
@@ -121,18 +125,22 @@ class HttpAdapter:
     ``concurrency`` connections. A client belongs to the event loop that made it, so a send
     from another loop (the synchronous Python API runs a loop per call) makes a new one.
 
-    Requests are built by the client (base URL, default headers, timeouts) and handed
-    straight to its transport: the adapters use no auth flows, redirects or cookies, and
-    skipping that machinery halves the CPU a send costs.
+    Requests are built by :meth:`build_request` and handed straight to the client's
+    transport: the adapters use no auth flows, redirects or cookies, and skipping that
+    machinery halves the CPU a send costs. See bench/README.md for what a send costs.
     """
 
     name: ClassVar[str] = ""
+    reads_accepted_body: ClassVar[bool] = True
+    """Whether classifying an accepted (2xx) answer looks at its body. An adapter that finds the
+    provider's id in a header says no, and a body already in memory is then left unread."""
 
     def __init__(self, settings: HttpSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
         self._transport = transport
-        self._urls: dict[str, httpx.URL] = {}
-        self._timeouts = httpx.Timeout(settings.timeout).as_dict()
+        self._urls: dict[str, tuple[httpx.URL, bytes]] = {}
+        self._extensions = {"timeout": httpx.Timeout(settings.timeout).as_dict()}
+        self._default_fields: list[tuple[bytes, bytes]] | None = None
         self._client: httpx.AsyncClient | None = None
         self._in_flight = 0
         self._pool: httpx.AsyncBaseTransport | None = None
@@ -148,26 +156,51 @@ class HttpAdapter:
         url: str,
         *,
         json: Any = None,
-        data: Mapping[str, Any] | None = None,
+        data: Mapping[str, str] | None = None,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Request:
         """A request to ``url`` (a path under ``base_url``, or absolute) with the adapter's timeout.
 
-        Like ``httpx.AsyncClient.build_request``, with the parsed URLs cached and JSON
-        encoded by orjson: building requests is most of a send's CPU.
+        ``json`` is encoded by orjson, ``data`` as form fields; either sets ``Content-Type``,
+        so ``headers`` name one only beside ``content``. The headers are ``Host``,
+        ``User-Agent``, :meth:`default_headers`, ``Content-Type``, ``headers`` and
+        ``Content-Length``, none named twice, as ``httpx.AsyncClient.build_request`` would
+        give them, and the body is already read. The request is assembled from bytes, with
+        the URL parsed once per adapter: httpx's own path through its header and body
+        encoders cost more than the rest of a send's work in Python.
         """
-        target = self._urls.get(url)
-        if target is None:
+        cached = self._urls.get(url)
+        if cached is None:
             target = httpx.URL(url if url.startswith(("http://", "https://")) else self.settings.base_url + url)
-            self._urls[url] = target
-        merged = {"User-Agent": "tact", **(headers or {})}
+            cached = self._urls[url] = (target, target.netloc)
+        target, host = cached
+        if self._default_fields is None:
+            self._default_fields = _encoded({"User-Agent": "tact", **self.default_headers()})
+        fields = [(b"Host", host), *self._default_fields]
         if json is not None:
             content = orjson.dumps(json)
-            merged.setdefault("Content-Type", "application/json")
-        return httpx.Request(
-            method, target, content=content, data=data, headers=merged, extensions={"timeout": self._timeouts}
-        )
+            fields.append(JSON_CONTENT_TYPE)
+        elif data is not None:
+            content = urlencode(data).encode("ascii")
+            fields.append(FORM_CONTENT_TYPE)
+        if headers:
+            fields.extend(_encoded(headers))
+        body = content or b""
+        fields.append((b"Content-Length", b"%d" % len(body)))
+        stream = httpx.ByteStream(body)
+        request = httpx.Request(method, target, headers=fields, stream=stream, extensions=self._extensions)
+        request.headers.encoding = "ascii"  # as encoded above; spares httpx guessing it on each lookup
+        request.read()
+        return request
+
+    def default_headers(self) -> Mapping[str, str]:
+        """Headers on every request of this adapter, such as its credentials.
+
+        Asked for once and kept encoded; :meth:`build_request`'s ``headers`` add what changes
+        from one request to the next (and must not name these again).
+        """
+        return {}
 
     def provider_message_id(self, response: httpx.Response, message: Message) -> str | None:
         """The provider's id for an accepted message, if its response carries one."""
@@ -204,16 +237,25 @@ class HttpAdapter:
 
     async def send(self, message: Message) -> SendResult:
         """Send ``message`` and classify the provider's answer (see the module's table)."""
-        self.client()
         pool = self._pool
-        assert pool is not None
+        if pool is None or self._client_loop is not asyncio.get_running_loop():
+            self.client()
+            pool = self._pool
+            assert pool is not None
         self._in_flight += 1
         try:
             response = await pool.handle_async_request(self.request(message))
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
+            # Reading a body hands its connection back to the pool. A body already in memory (as
+            # AiohttpPool answers) holds none, so it is read only when the adapter will look at it.
+            if (
+                self.reads_accepted_body
+                or not 200 <= response.status_code < 300
+                or not isinstance(response.stream, httpx.ByteStream)
+            ):
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
         except (httpx.TransportError, aiohttp.ClientError, OSError, TimeoutError) as error:
             return SendResult.retryable(_describe_failure(error))
         finally:
@@ -247,8 +289,10 @@ class AiohttpPool(httpx.AsyncBaseTransport):
     """An httpx transport over one aiohttp session: aiohttp's connection pool under httpx.
 
     The adapters send small requests and read small answers, so the request body goes as
-    bytes and the answer is read whole; aiohttp's exceptions propagate as they are (the
-    adapter maps them, see :func:`_describe_failure`).
+    bytes and aiohttp reads the answer whole, releasing the connection before the response
+    is returned: its body is an ``httpx.ByteStream`` in memory, to be read (``aread``) only
+    if wanted. aiohttp's exceptions propagate as they are (the adapter maps them, see
+    :func:`_describe_failure`).
     """
 
     def __init__(self, size: int) -> None:
@@ -259,10 +303,12 @@ class AiohttpPool(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the pool and return the whole answer."""
-        if self._session is None:
+        session = self._session
+        if session is None:
             connector = aiohttp.TCPConnector(limit=self._size)
-            self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+            # Like any httpx transport, the pool keeps no cookies: they are a client's business.
+            session = self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
             )
         text = str(request.url)
         url = self._urls.get(text)
@@ -273,12 +319,23 @@ class AiohttpPool(httpx.AsyncBaseTransport):
         timeout = self._timeouts.get(seconds)
         if timeout is None:
             timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
-        async with self._session.request(
-            request.method, url, headers=request.headers.multi_items(), data=request.content,
-            timeout=timeout, allow_redirects=False,
-        ) as answer:  # fmt: skip
-            body = await answer.read()
-        return httpx.Response(answer.status, headers=answer.raw_headers, content=body, request=request)
+        try:
+            body = request.content
+        except httpx.RequestNotRead:  # a streaming body, which build_request never makes
+            body = await request.aread()
+        encoding = request.headers.encoding
+        headers = [(name.decode(encoding), value.decode(encoding)) for name, value in request.headers.raw]
+        # aiohttp adds a User-Agent of its own to a request without one; httpx would send none.
+        skip = None if "user-agent" in request.headers else SKIP_USER_AGENT
+        answer = await session.request(
+            request.method, url, headers=headers, data=body,
+            timeout=timeout, allow_redirects=False, skip_auto_headers=skip,
+        )  # fmt: skip
+        try:
+            stream = httpx.ByteStream(await answer.read())
+        finally:
+            answer.release()
+        return httpx.Response(answer.status, headers=answer.raw_headers, stream=stream, request=request)
 
     async def aclose(self) -> None:
         """Close the session and its connections."""
@@ -300,6 +357,11 @@ def response_object(response: httpx.Response) -> dict[str, Any]:
 def basic_authorization(user: str, password: str) -> str:
     """An ``Authorization`` header value for HTTP basic auth."""
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def _encoded(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """Header names and values as bytes: ASCII, as httpx requires unless told otherwise."""
+    return [(name.encode("ascii"), value.encode("ascii")) for name, value in headers.items()]
 
 
 def _describe_failure(error: BaseException) -> str:

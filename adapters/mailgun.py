@@ -87,11 +87,13 @@ class MailgunAdapter(HttpAdapter):
         """Build from a channel table (see :class:`MailgunSettings`)."""
         return cls(validate_settings(MailgunSettings, table, adapter=cls.name))
 
+    def default_headers(self) -> Mapping[str, str]:
+        """Basic auth with the API key; JSON answers."""
+        return {"Authorization": self._authorization, "Accept": "application/json"}
+
     def request(self, message: Message) -> httpx.Request:
         """``POST /v3/{domain}/messages`` with the message as form fields."""
-        path = f"/v3/{self.settings.domain}/messages"
-        headers = {"Authorization": self._authorization, "Accept": "application/json"}
-        return self.build_request("POST", path, data=self.fields(message), headers=headers)
+        return self.build_request("POST", f"/v3/{self.settings.domain}/messages", data=self.fields(message))
 
     def fields(self, message: Message) -> dict[str, str]:
         """The form fields Mailgun receives for ``message``."""

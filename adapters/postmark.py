@@ -95,10 +95,13 @@ class PostmarkAdapter(HttpAdapter):
         """Build from a channel table (see :class:`PostmarkSettings`)."""
         return cls(validate_settings(PostmarkSettings, table, adapter=cls.name))
 
+    def default_headers(self) -> Mapping[str, str]:
+        """The server token; JSON answers."""
+        return {"X-Postmark-Server-Token": self._server_token, "Accept": "application/json"}
+
     def request(self, message: Message) -> httpx.Request:
         """``POST /email`` with the message as Postmark's JSON body."""
-        headers = {"X-Postmark-Server-Token": self._server_token, "Accept": "application/json"}
-        return self.build_request("POST", "/email", json=self.payload(message), headers=headers)
+        return self.build_request("POST", "/email", json=self.payload(message))
 
     def payload(self, message: Message) -> dict[str, Any]:
         """The JSON body Postmark receives for ``message``."""

@@ -63,6 +63,7 @@ class SendgridAdapter(HttpAdapter):
     """Sends email through SendGrid's Mail Send API (see the module docs)."""
 
     name: ClassVar[str] = "sendgrid"
+    reads_accepted_body: ClassVar[bool] = False
     settings: SendgridSettings
 
     def __init__(self, settings: SendgridSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -77,10 +78,13 @@ class SendgridAdapter(HttpAdapter):
         """Build from a channel table (see :class:`SendgridSettings`)."""
         return cls(validate_settings(SendgridSettings, table, adapter=cls.name))
 
+    def default_headers(self) -> Mapping[str, str]:
+        """The API key as a bearer token; JSON answers."""
+        return {"Authorization": self._authorization, "Accept": "application/json"}
+
     def request(self, message: Message) -> httpx.Request:
         """``POST /v3/mail/send`` with the message as SendGrid's JSON body."""
-        headers = {"Authorization": self._authorization, "Accept": "application/json"}
-        return self.build_request("POST", MAIL_SEND_PATH, json=self.payload(message), headers=headers)
+        return self.build_request("POST", MAIL_SEND_PATH, json=self.payload(message))
 
     def payload(self, message: Message) -> dict[str, Any]:
         """The JSON body SendGrid receives for ``message``."""

@@ -135,11 +135,14 @@ class TwilioAdapter(HttpAdapter):
         """Build from a channel table (see :class:`TwilioSettings`)."""
         return cls(validate_settings(TwilioSettings, table, adapter=cls.name))
 
+    def default_headers(self) -> Mapping[str, str]:
+        """Basic auth with the account SID and auth token; JSON answers."""
+        return {"Authorization": self._authorization, "Accept": "application/json"}
+
     def request(self, message: Message) -> httpx.Request:
         """``POST .../Messages.json`` with the message as form fields."""
         path = f"/2010-04-01/Accounts/{self.settings.account_sid}/Messages.json"
-        headers = {"Authorization": self._authorization, "Accept": "application/json"}
-        return self.build_request("POST", path, data=self.fields(message), headers=headers)
+        return self.build_request("POST", path, data=self.fields(message))
 
     def fields(self, message: Message) -> dict[str, str]:
         """The form fields Twilio receives for ``message``."""

@@ -6,7 +6,8 @@ like SendGrid's mail send (202 and an ``X-Message-Id``). Against each, in the sa
 the same concurrency, the script times:
 
 - ``smtp``: the ``smtp`` adapter, against a bare loop of aiosmtplib connections, one per worker;
-- ``http``: the ``sendgrid`` adapter (httpx), against a bare loop of aiohttp requests.
+- ``http``: the ``sendgrid`` adapter (httpx), against a bare loop of aiohttp requests with
+  the same JSON document (checked before timing) whose answers it reads too.
 
 Each pair runs ``--rounds`` times, alternating, and the best round of each is reported with
 the ratio adapter / bare loop (goal: at least 0.8). Usage (see bench/README.md):
@@ -31,6 +32,7 @@ import aiohttp
 import aiosmtplib
 
 from adapters import Message, SendStatus, build_adapter
+from adapters.sendgrid import SendgridAdapter
 
 SENDER = "Bench <bench@example.com>"
 API_KEY = "SG.bench-key"
@@ -109,6 +111,26 @@ async def bare_smtp_round(port: int, sends: int, concurrency: int) -> float:
             await client.quit()
 
 
+def sendgrid_body(message: Message) -> dict[str, object]:
+    """The bare loop's JSON body for ``message``: the document the ``sendgrid`` adapter sends."""
+    return {
+        "personalizations": [{"to": [{"email": message.to}]}],
+        "from": {"email": "bench@example.com", "name": "Bench"},
+        "subject": message.subject,
+        "content": [
+            {"type": "text/plain", "value": message.text},
+            {"type": "text/html", "value": message.html},
+        ],
+        "headers": dict(message.headers),
+        "custom_args": {
+            "touchpoint_id": message.touchpoint_id,
+            "idempotency_key": message.idempotency_key,
+            "campaign_id": message.campaign_id,
+            "step_id": message.step_id,
+        },
+    }
+
+
 async def bare_http_round(port: int, sends: int, concurrency: int) -> float:
     """Seconds for ``sends`` SendGrid-shaped POSTs through one aiohttp session."""
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -116,18 +138,7 @@ async def bare_http_round(port: int, sends: int, concurrency: int) -> float:
     async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", connector=connector, headers=headers) as session:
 
         async def send(_worker: int, index: int) -> None:
-            message = bench_message(index)
-            body = {
-                "personalizations": [{"to": [{"email": message.to}]}],
-                "from": {"email": "bench@example.com", "name": "Bench"},
-                "subject": message.subject,
-                "content": [
-                    {"type": "text/plain", "value": message.text},
-                    {"type": "text/html", "value": message.html},
-                ],
-                "headers": dict(message.headers),
-                "custom_args": {"touchpoint_id": message.touchpoint_id, "idempotency_key": message.idempotency_key},
-            }
+            body = sendgrid_body(bench_message(index))
             async with session.post("/v3/mail/send", data=json.dumps(body)) as response:
                 await response.read()
                 if response.status != 202:
@@ -173,9 +184,7 @@ def serve_http() -> None:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        print(server.sockets[0].getsockname()[1], flush=True)
+        print(runner.addresses[0][1], flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         await runner.cleanup()
 
@@ -214,6 +223,9 @@ async def measure(args: argparse.Namespace, smtp_port: int, http_port: int) -> d
         "adapter": "sendgrid", "base_url": f"http://127.0.0.1:{http_port}", "api_key": API_KEY,
         "from": SENDER, "concurrency": args.concurrency,
     }  # fmt: skip
+    message = bench_message(0)
+    if SendgridAdapter.from_settings(http_table).payload(message) != sendgrid_body(message):
+        raise SystemExit("the bare HTTP loop would send another body than the sendgrid adapter")
     timings: dict[str, list[float]] = {"smtp": [], "bare_smtp": [], "http": [], "bare_http": []}
     for _ in range(args.rounds):
         timings["smtp"].append(await adapter_round(smtp_table, args.sends, args.concurrency))
