@@ -20,6 +20,11 @@ from scheduler.tables import UTCDateTime
 ENGAGEMENT_EVENTS = ("opened", "clicked", "replied", "converted")
 """Event types that count as engagement with a touch."""
 
+_ENGAGED_TOUCHES = "(SELECT DISTINCT touchpoint_id FROM event WHERE type IN ({}) AND touchpoint_id IS NOT NULL)".format(
+    ", ".join(f"'{kind}'" for kind in ENGAGEMENT_EVENTS)
+)
+"""Touchpoints with at least one engagement event, as a subquery."""
+
 TIERS = ("top", "middle", "rest")
 COMPLAINT_TARGET = 0.001
 """Mailbox providers' bulk-sender guidance: keep complaints under 0.1 % of messages sent ..."""
@@ -250,11 +255,9 @@ def build_report(engine: sa.Engine, report_filter: ReportFilter) -> Report:
 
 
 def _campaigns(report: Report, rows: Any, where: _Where, decisions: dict[str, dict[str, int]]) -> None:
-    kinds = ", ".join(f"'{k}'" for k in ENGAGEMENT_EVENTS)
     engaged = dict(
         rows(
-            "SELECT s.campaign_id, COUNT(*) FROM send_log s JOIN "
-            f"(SELECT DISTINCT touchpoint_id FROM event WHERE type IN ({kinds}) AND touchpoint_id IS NOT NULL) e "
+            f"SELECT s.campaign_id, COUNT(*) FROM send_log s JOIN {_ENGAGED_TOUCHES} e "
             "ON e.touchpoint_id = s.touchpoint_id"
             + where.clause("s.at", "s.campaign_id", "s.decision = 'sent'")
             + " GROUP BY s.campaign_id"
@@ -327,10 +330,8 @@ def _tiers(report: Report, rows: Any, where: _Where) -> None:
         week: {tier: total / n for tier, (total, n) in cells.items() if n} for week, cells in sorted(weekly.items())
     }
     engagement: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    kinds = ", ".join(f"'{k}'" for k in ENGAGEMENT_EVENTS)
     for day, tier, sent, engaged in rows(
-        "SELECT s.day, s.tier, COUNT(*), COUNT(e.touchpoint_id) FROM v_sends s LEFT JOIN "
-        f"(SELECT DISTINCT touchpoint_id FROM event WHERE type IN ({kinds}) AND touchpoint_id IS NOT NULL) e "
+        f"SELECT s.day, s.tier, COUNT(*), COUNT(e.touchpoint_id) FROM v_sends s LEFT JOIN {_ENGAGED_TOUCHES} e "
         "ON e.touchpoint_id = s.touchpoint_id"
         + where.clause("s.at", "s.campaign_id", "s.tier IS NOT NULL")
         + " GROUP BY s.day, s.tier"

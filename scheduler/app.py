@@ -117,6 +117,9 @@ def build_engine_from_settings(settings: Settings) -> Engine:
     store = Store(settings.database)
     try:
         store.prepare()
+        # The analysts' views read the value tiers' shares from the meta table.
+        tiers = settings.analytics
+        store.set_meta({"tier_top_share": repr(tiers.top_tier), "tier_middle_share": repr(tiers.middle_tier)})
         signer = build_signer(settings, store)
     except Exception:
         store.close()

@@ -289,6 +289,12 @@ LOG_COLUMNS = (
 )  # fmt: skip
 
 
+def _wide(console: Console) -> Console:
+    """``console`` on a terminal; piped, one that does not cut tables to 80 columns (ids and
+    reasons stay whole)."""
+    return console if console.is_terminal else Console(width=1000)
+
+
 def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
@@ -333,8 +339,7 @@ def log_command(
                     row["step_id"], row["channel"] or "", row["decision"], row["reason"],
                     row["deferred_until"].strftime("%Y-%m-%d %H:%M") if row["deferred_until"] else "",
                 )  # fmt: skip
-            # Piped output is not cut to 80 columns: ids and reasons stay whole.
-            (out if out.is_terminal else Console(width=1000)).print(table)
+            _wide(out).print(table)
         elif format is LogFormat.csv:
             writer = csv.writer(sys.stdout)
             writer.writerow(LOG_COLUMNS)
@@ -384,8 +389,7 @@ def report(
     settings = _settings(config)
     with _engine(settings) as engine:
         figures = build_report(engine.store.engine, report_filter)
-    # Piped output is not cut to 80 columns: campaign ids stay whole.
-    render_text(figures, out if out.is_terminal else Console(width=160))
+    render_text(figures, _wide(out))
     if html is not None:
         write_html(figures, html)
         err.print(f"report written to {html}", highlight=False, markup=False)

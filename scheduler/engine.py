@@ -345,8 +345,6 @@ class Engine:
         """Record the loaded campaigns in the ``campaign`` table, with where the journeys of
         removed steps go on (kept in the database, so a restart between edits loses nothing)."""
         now = self.clock()
-        tiers = self.settings.analytics
-        self.store.set_meta({"tier_top_share": repr(tiers.top_tier), "tier_middle_share": repr(tiers.middle_tier)})
         stored = self.store.campaign_steps()
         for campaign in self.catalog:
             old_steps, removed = stored.get(campaign.id, ([], {}))
