@@ -9,22 +9,24 @@ then the API stops.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import socket
-from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 import structlog
-import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from scheduler import metrics
-from scheduler.api import ApiState, create_app
 from scheduler.engine import Engine
 from scheduler.errors import StoreError, TactError
 from scheduler.runtime import tune_gc
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from scheduler.api import ApiState
 
 log = structlog.get_logger("tact.daemon")
 
@@ -33,20 +35,13 @@ BACKOFF_MAX_SECONDS = 30.0
 """Longest pause between ticks while the database is unreachable."""
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn in the daemon's event loop; the daemon, not uvicorn, handles the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class Daemon:
     """Runs an engine until told to stop, then drains: no new claims, in-flight batch committed."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.api_state = ApiState(engine)
+        self.api_state: ApiState | None = None
+        """The API's view of the daemon; None while the API is off."""
         self.draining = False
         self._tick_lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -99,7 +94,8 @@ class Daemon:
         if not self.draining:
             log.info("draining", reason=reason)
         self.draining = True
-        self.api_state.draining = True
+        if self.api_state is not None:
+            self.api_state.draining = True
         self._stop.set()
 
     async def serve(self) -> None:
@@ -155,6 +151,13 @@ class Daemon:
         settings = self.engine.settings.api
         if not settings.enabled:
             return None
+        # FastAPI and uvicorn load only when the API is on: they add about half a second to
+        # every start, which a replica restarted after a crash would otherwise wait for.
+        import uvicorn
+
+        from scheduler.api import ApiState, EmbeddedServer, create_app
+
+        self.api_state = ApiState(self.engine, draining=self.draining)
         config = uvicorn.Config(
             create_app(self.engine, state=self.api_state), host=settings.host, port=settings.port,
             log_config=None, access_log=False, lifespan="off", server_header=False,
@@ -168,7 +171,7 @@ class Daemon:
             ) from None
         engine = self.engine
         metrics.set_queue_probe(lambda: engine.store.queue_stats(engine.clock()))
-        server = _EmbeddedServer(config)
+        server = EmbeddedServer(config)
         serving = asyncio.create_task(server.serve(sockets=[listening]), name="tact-api")
         log.info("api_started", host=settings.host, port=settings.port)
         return server, serving

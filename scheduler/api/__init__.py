@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from scheduler.api.app import create_app
 from scheduler.api.deps import ApiState
+from scheduler.api.server import EmbeddedServer
 
-__all__ = ["ApiState", "create_app"]
+__all__ = ["ApiState", "EmbeddedServer", "create_app"]
