@@ -789,12 +789,18 @@ class Store:
         """The ids among ``ids`` this owner holds, locked until the transaction ends (on
         PostgreSQL; SQLite's write transaction is exclusive already)."""
         held: set[int] = set()
-        t = touchpoint_t
-        for start in range(0, len(ids), 1000):
-            query = sa.select(t.c.id).where(t.c.id.in_(ids[start : start + 1000]), t.c.lease_owner == owner)
-            if self.dialect == "postgresql":
-                query = query.with_for_update()
-            held.update(connection.execute(query).scalars())
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+        cursor = connection.connection.cursor()  # the DBAPI cursor: this runs on every batch
+        try:
+            for chunk in _chunks(ids, 1000):
+                cursor.execute(
+                    f"SELECT id FROM touchpoint WHERE lease_owner = {self._placeholders(1)} "
+                    f"AND id IN ({self._placeholders(len(chunk))}){lock}",
+                    (owner, *chunk),
+                )
+                held.update(row[0] for row in cursor.fetchall())
+        finally:
+            cursor.close()
         return held
 
     def _placeholders(self, count: int) -> str:
