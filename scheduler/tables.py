@@ -138,12 +138,16 @@ class Enrollment(SQLModel, table=True):
     converted_at: datetime | None = _ts()
 
 
+_LEASED = sa.text("lease_owner IS NOT NULL")
+
+
 class Touchpoint(SQLModel, table=True):
     """The queue: one row per scheduled step of an enrollment."""
 
     __table_args__ = (
         sa.Index("ix_touchpoint_due", "state", "due_at"),
         sa.Index("ix_touchpoint_recipient_due", "recipient_id", "state", "due_at"),
+        sa.Index("ix_touchpoint_leased", "lease_expires_at", "recipient_id", postgresql_where=_LEASED, sqlite_where=_LEASED),
     )
 
     id: int | None = Field(default=None, primary_key=True)
