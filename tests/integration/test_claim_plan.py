@@ -38,7 +38,8 @@ def test_a_claim_on_a_never_analysed_queue_runs_every_sub_select_once(postgres_u
         engine.upsert_recipients([{"id": r, "email": f"{r}@example.com"} for r in ids])
         engine.enroll("journey", ids, at=T0)
         wall = datetime.now(UTC)
-        params = {"b_now": T0, "b_wall": wall, "b_limit": LIMIT, "b_owner": "plan", "b_until": wall + timedelta(minutes=1)}
+        until = wall + timedelta(minutes=1)
+        params = {"b_now": T0, "b_wall": wall, "b_limit": LIMIT, "b_owner": "plan", "b_until": until}
         with engine.store.transaction() as connection:
             analysed = connection.execute(
                 sa.text("SELECT coalesce(max(last_analyze), max(last_autoanalyze)) FROM pg_stat_user_tables "
