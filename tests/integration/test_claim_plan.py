@@ -48,7 +48,8 @@ def test_a_claim_on_a_never_analysed_queue_runs_every_sub_select_once(postgres_u
             explained = connection.execute(
                 sa.text("EXPLAIN (ANALYZE, FORMAT JSON) " + _POSTGRES_CLAIM.text), params
             ).scalar()
-        plan = (json.loads(explained) if isinstance(explained, str) else explained)[0]["Plan"]
+        assert explained is not None
+        plan: dict[str, Any] = (json.loads(explained) if isinstance(explained, str) else explained)[0]["Plan"]
     finally:
         engine.close()
     assert analysed is None, "the queue was analysed before the claim: the test proves nothing"
