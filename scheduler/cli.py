@@ -62,9 +62,9 @@ def _settings(config: Path | None) -> Settings:
     return settings
 
 
-def _engine(settings: Settings) -> Engine:
+def _engine(settings: Settings, build: Callable[[], Engine] | None = None) -> Engine:
     try:
-        return build_engine_from_settings(settings)
+        return build() if build is not None else build_engine_from_settings(settings)
     except TactError as exc:
         err.print(f"error: {exc}", highlight=False, markup=False)
         raise typer.Exit(2) from None
@@ -83,10 +83,13 @@ def _parse_instant(text: str) -> datetime:
 @app.command()
 def run(config: ConfigOption = None) -> None:
     """Run the daemon: ticks, campaign hot reload; SIGTERM drains and exits 0."""
-    from scheduler.daemon import run_daemon
+    from scheduler.daemon import run_daemon, wait_for_engine
 
     settings = _settings(config)
-    engine = _engine(settings)
+    if settings.database.is_sqlite:  # a file that cannot be opened will not fix itself
+        engine = _engine(settings)
+    else:
+        engine = _engine(settings, build=lambda: wait_for_engine(lambda: build_engine_from_settings(settings)))
     try:
         run_daemon(engine)
     finally:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -20,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from scheduler import metrics
 from scheduler.engine import Engine
-from scheduler.errors import StoreError, TactError
+from scheduler.errors import DatabaseUnavailable, StoreError, TactError
 from scheduler.runtime import tune_gc
 
 if TYPE_CHECKING:
@@ -47,6 +49,10 @@ class Daemon:
         self._stop = asyncio.Event()
         self._failures = 0
         self._resume_at = 0.0
+        # Statements sent straight through the driver raise its own errors, not SQLAlchemy's.
+        self._database_errors: tuple[type[BaseException], ...] = (
+            StoreError, sa.exc.DBAPIError, engine.store.engine.dialect.loaded_dbapi.Error,
+        )  # fmt: skip
 
     async def tick(self) -> None:
         """One daemon tick (skipped while draining, when the previous one still runs, or while
@@ -61,7 +67,7 @@ class Daemon:
                     max_batches=self.engine.settings.engine.max_batches_per_tick,
                     should_stop=lambda: self.draining,
                 )
-            except (StoreError, sa.exc.DBAPIError) as error:
+            except self._database_errors as error:
                 # The database is down or restarting: wait longer each time (pool_pre_ping
                 # reconnects once it answers); /readyz says 503 meanwhile. Claimed rows keep
                 # their leases and are claimed again when those run out.
@@ -175,6 +181,30 @@ class Daemon:
         serving = asyncio.create_task(server.serve(sockets=[listening]), name="tact-api")
         log.info("api_started", host=settings.host, port=settings.port)
         return server, serving
+
+
+def wait_for_engine(build: Callable[[], Engine]) -> Engine:
+    """Build the engine, waiting while the database does not answer (backing off 0.5 s
+    doubling to 30 s, ``database_unavailable``): replicas started while PostgreSQL restarts
+    wait for it rather than exit and be restarted in a loop. SIGTERM meanwhile exits 0."""
+    failures = 0
+
+    def stop(signum: int, frame: object) -> None:
+        log.info("stopped_waiting_for_database", signal=signal.Signals(signum).name)
+        raise SystemExit(0)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            try:
+                return build()
+            except DatabaseUnavailable as error:
+                failures += 1
+                delay = min(BACKOFF_MAX_SECONDS, 0.5 * 2 ** min(failures - 1, 16))
+                log.warning("database_unavailable", failures=failures, retry_in=delay, error=str(error))
+                time.sleep(delay)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_daemon(engine: Engine) -> None:

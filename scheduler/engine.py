@@ -42,7 +42,7 @@ from scheduler.decision import (
     decide,
     touch_terms,
 )
-from scheduler.errors import RecordError, TactError
+from scheduler.errors import DatabaseUnavailable, RecordError, TactError
 from scheduler.journey import Journeys, recipient_fields
 from scheduler.records import parse_event, parse_recipient
 from scheduler.store import BatchWrite, Row, Store
@@ -52,6 +52,11 @@ from scheduler.value import estimate
 
 log = structlog.get_logger("tact.engine")
 T = TypeVar("T")
+
+COMMIT_RETRY_FIRST_DELAY = 0.2
+COMMIT_RETRY_MAX_DELAY = 2.0
+COMMIT_RETRY_SECONDS_MIN = 5.0
+"""A batch's commit is retried for its lease's length, and at least this long."""
 
 
 def utcnow() -> datetime:
@@ -413,7 +418,7 @@ class Engine:
                 claimed_at = time.monotonic()
             await self._deliver([p for p in planned if p.message is not None], lease, claimed_at)
             write, rows = self._record(planned, context, now)
-            self._report_lost(await self._db(self.store.commit_batch, write, self.owner))
+            self._report_lost(await self._commit(write))
             batch_counts: dict[str, int] = {}
             for row in rows:
                 key = f"{row.decision}:{row.reason}"
@@ -574,6 +579,25 @@ class Engine:
             return str(address) if address else None
         value = (recipient.get("attributes") or {}).get(field_name)
         return str(value) if value else None
+
+    async def _commit(self, write: BatchWrite) -> int:
+        """Write a delivered batch; while the database is unreachable (a restart, a dropped
+        connection), try again for up to a lease's length rather than drop the record of sends
+        already made, which another replica would then repeat.
+
+        Safe to repeat: a failed attempt rolled back, and one whose COMMIT did land before the
+        connection broke has cleared the leases, so the next attempt writes nothing."""
+        deadline = time.monotonic() + max(self.settings.engine.lease.total_seconds(), COMMIT_RETRY_SECONDS_MIN)
+        delay = COMMIT_RETRY_FIRST_DELAY
+        while True:
+            try:
+                return await self._db(self.store.commit_batch, write, self.owner)
+            except DatabaseUnavailable as error:
+                if self.stopping or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("commit_retry", retry_in=delay, error=str(error))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, COMMIT_RETRY_MAX_DELAY)
 
     async def _still_held(self, planned: list[_Planned], lease: float) -> list[_Planned]:
         """Renew the batch's leases before sending; drop what another replica reclaimed

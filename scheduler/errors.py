@@ -58,6 +58,10 @@ class StoreError(TactError):
     """The database cannot be used."""
 
 
+class DatabaseUnavailable(StoreError):
+    """The database does not answer: down, restarting or unreachable."""
+
+
 class SchemaOutOfDate(StoreError):
     """The database schema is older than this version of Tact."""
 

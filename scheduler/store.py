@@ -23,7 +23,7 @@ from sqlalchemy.pool import StaticPool
 
 from scheduler.config import DatabaseSettings
 from scheduler.durations import format_duration
-from scheduler.errors import SchemaOutOfDate, StoreError
+from scheduler.errors import DatabaseUnavailable, SchemaOutOfDate, StoreError
 from scheduler.tables import (
     Attention,
     Campaign,
@@ -237,17 +237,28 @@ class Store:
         self.engine = create_db_engine(settings)
         self.dialect = self.engine.dialect.name
         self._claim_statement: sa.Executable | None = None
+        dbapi = self.engine.dialect.loaded_dbapi
+        self._unavailable_errors: tuple[type[Exception], ...] = (
+            sa.exc.OperationalError, sa.exc.InterfaceError, dbapi.OperationalError, dbapi.InterfaceError,
+        )  # fmt: skip
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Apply the configured migration mode: upgrade (auto) or refuse an old schema (check)."""
-        current = current_revision(self.engine)
-        if current == SCHEMA_HEAD:
-            return
-        if self.settings.migrate_mode == "auto":
-            upgrade(self.engine)
-            return
+        """Apply the configured migration mode: upgrade (auto) or refuse an old schema (check).
+
+        Raises DatabaseUnavailable when the database does not answer.
+        """
+        try:
+            current = current_revision(self.engine)
+            if current == SCHEMA_HEAD:
+                return
+            if self.settings.migrate_mode == "auto":
+                upgrade(self.engine)
+                return
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            where = sa.engine.make_url(self.settings.url).render_as_string(hide_password=True)
+            raise DatabaseUnavailable(f"cannot use the database {where}: {str(exc.orig).strip()}") from exc
         raise SchemaOutOfDate(current, SCHEMA_HEAD)
 
     def ping(self) -> bool:
@@ -269,14 +280,17 @@ class Store:
         try:
             with self.engine.begin() as connection:
                 yield connection
-        except sa.exc.OperationalError as exc:
-            if self.dialect == "sqlite" and "locked" in str(exc.orig):
+        except self._unavailable_errors as exc:
+            cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc  # statements sent straight to the driver
+            if self.dialect == "sqlite" and "locked" in str(cause):
                 raise StoreError(
                     f"the SQLite database {self.settings.url} stayed busy longer than database.busy_timeout "
                     f"({format_duration(self.settings.busy_timeout)}): another process holds it. Run one Tact "
                     "process per SQLite file, raise busy_timeout, or use PostgreSQL for several replicas"
                 ) from exc
-            raise StoreError(f"database error: {exc.orig}") from exc
+            if self.dialect == "sqlite":  # a file's errors (no table, disk full) do not pass by themselves
+                raise StoreError(f"database error: {cause}") from exc
+            raise DatabaseUnavailable(f"database error: {cause}") from exc
 
     def _insert(self, table: sa.Table) -> Any:
         if self.dialect == "postgresql":
@@ -652,16 +666,20 @@ class Store:
         claims take turns on a transaction-scoped advisory lock, so each claim sees every
         lease committed before it; the lock ends with the claim's transaction, and the leases
         in the rows are what protect the sends. A row whose previous lease expired without a
-        commit gets its attempt counter raised.
+        commit gets its attempt counter raised. The lease runs from when the claim got its
+        turn, not from when it began waiting for it.
         """
-        wall = datetime.fromtimestamp(time.time(), UTC)
-        lease_until = datetime.fromtimestamp(time.time() + lease_seconds, UTC)
         if self._claim_statement is None:
             self._claim_statement = self._build_claim()
-        params = {"b_now": now, "b_wall": wall, "b_limit": limit, "b_owner": owner, "b_until": lease_until}
         with self.transaction() as connection:
             if self.dialect == "postgresql":
                 connection.execute(_CLAIM_TURN, {"key": CLAIM_LOCK_KEY})
+            wall = time.time()
+            params = {
+                "b_now": now, "b_limit": limit, "b_owner": owner,
+                "b_wall": datetime.fromtimestamp(wall, UTC),
+                "b_until": datetime.fromtimestamp(wall + lease_seconds, UTC),
+            }  # fmt: skip
             rows = connection.execute(self._claim_statement, params)
             return [dict(zip(CLAIMED_COLUMNS, r, strict=True)) for r in rows]
 

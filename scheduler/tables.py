@@ -147,7 +147,9 @@ class Touchpoint(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_touchpoint_due", "state", "due_at"),
         sa.Index("ix_touchpoint_recipient_due", "recipient_id", "state", "due_at"),
-        sa.Index("ix_touchpoint_leased", "lease_expires_at", "recipient_id", postgresql_where=_LEASED, sqlite_where=_LEASED),
+        sa.Index(
+            "ix_touchpoint_leased", "lease_expires_at", "recipient_id", postgresql_where=_LEASED, sqlite_where=_LEASED
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -4,6 +4,9 @@
 #   scripts/pg-test-server.sh start    start one (or find the running one); print its DSN
 #   scripts/pg-test-server.sh stop     stop it and delete its data directory
 #   scripts/pg-test-server.sh status   print the DSN if it runs, exit 1 if not
+#   scripts/pg-test-server.sh restart  restart the running one (fast shutdown: every
+#                                      connection is dropped); wait until it accepts
+#                                      connections again, print its DSN
 #
 # The server listens on 127.0.0.1 only, trusts every local connection and runs with
 # fsync off: it is for tests and nothing else. Only the DSN goes to stdout, so
@@ -184,6 +187,26 @@ EOF
     dsn_for "$port"
 }
 
+restart() {
+    if ! recorded_server_is_running; then
+        say "not running; start it with: $0 start"
+        return 1
+    fi
+    say "restarting the server on port $STATE_PORT"
+    # As in start: the server must not inherit the lock (fd 9) nor the caller's output pipes.
+    if ! as_server_user "$STATE_BINDIR/pg_ctl" -D "$STATE_DATADIR" -l "$STATE_DATADIR/server.log" \
+        -m fast -w -t 60 restart </dev/null >/dev/null 2>&1 9>&-; then
+        show_log_tail "$STATE_DATADIR"
+        return 1
+    fi
+    if ! "$STATE_BINDIR/pg_isready" -q -h 127.0.0.1 -p "$STATE_PORT" -t 30; then
+        say "the server did not become ready again"
+        show_log_tail "$STATE_DATADIR"
+        return 1
+    fi
+    dsn_for "$STATE_PORT"
+}
+
 status() {
     if recorded_server_is_running; then
         dsn_for "$STATE_PORT"
@@ -196,9 +219,9 @@ status() {
 main() {
     local command="${1:-}"
     case "$command" in
-        start | stop | status) ;;
+        start | stop | status | restart) ;;
         *)
-            say "usage: $0 start|stop|status"
+            say "usage: $0 start|stop|status|restart"
             return 2
             ;;
     esac
@@ -208,6 +231,7 @@ main() {
         start) start ;;
         stop) stop_recorded_server ;;
         status) status ;;
+        restart) restart ;;
     esac
 }
 

@@ -81,3 +81,78 @@ def test_daemon_survives_a_database_outage(bare_workspace: Workspace, postgres_u
         assert daemon.stop() == 0
     finally:
         daemon.kill_if_running()
+
+
+def postgres_workspace(workspace: Workspace, postgres_url: str) -> str:
+    """Point the workspace at ``postgres_url`` with the receipt campaign and API off; return
+    the database's name."""
+    (workspace.campaigns / "receipt.toml").write_text(RECEIPT)
+    config = workspace.config.read_text()
+    config = config.replace(f'url = "sqlite:///{(workspace.root / "tact.db").as_posix()}"', f'url = "{postgres_url}"')
+    workspace.config.write_text(config)
+    database = make_url(postgres_url).database
+    assert database is not None
+    return database
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_daemon_started_while_the_database_refuses_connections_waits_for_it(
+    bare_workspace: Workspace, postgres_url: str
+) -> None:
+    """Started while the database refuses connections, the daemon backs off, then starts and sends."""
+    workspace = bare_workspace
+    database = postgres_workspace(workspace, postgres_url)
+    allow_connections(database, False)
+    daemon = Daemon(workspace)
+    try:
+        try:
+            daemon.wait_for(lambda: len(daemon.logged("database_unavailable")) >= 3, what="waiting for the database")
+            assert daemon.process.poll() is None
+            waits = [entry["retry_in"] for entry in daemon.logged("database_unavailable")]
+            assert waits == sorted(waits) and waits[0] < waits[-1]
+            assert not daemon.logged("daemon_started")
+        finally:
+            allow_connections(database, True)
+        daemon.wait_for(lambda: daemon.logged("daemon_started"), what="the start once the database answers", timeout=60)
+        (workspace.root / "people.csv").write_text("id,email\na1,a1@example.com\n")
+        expect_success(workspace.tact("recipients", "import", workspace.root / "people.csv"))
+        expect_success(workspace.tact("enroll", "receipt", "a1"))
+        daemon.wait_for(lambda: workspace.outbox("email"), what="a send")
+        assert daemon.stop() == 0
+        assert "Traceback" not in daemon.stderr()
+    finally:
+        daemon.kill_if_running()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_sigterm_while_waiting_for_the_database_exits_0(bare_workspace: Workspace, postgres_url: str) -> None:
+    """SIGTERM to a daemon still waiting for its database ends it at once with status 0."""
+    workspace = bare_workspace
+    database = postgres_workspace(workspace, postgres_url)
+    allow_connections(database, False)
+    daemon = Daemon(workspace)
+    try:
+        daemon.wait_for(lambda: daemon.logged("database_unavailable"), what="waiting for the database")
+        assert daemon.stop() == 0
+        assert daemon.logged("stopped_waiting_for_database")
+    finally:
+        allow_connections(database, True)
+        daemon.kill_if_running()
+
+
+def test_a_command_run_while_the_database_refuses_connections_says_so(
+    bare_workspace: Workspace, postgres_url: str
+) -> None:
+    """A one-off command against a closed database exits 2 with one error line, no traceback."""
+    workspace = bare_workspace
+    database = postgres_workspace(workspace, postgres_url)
+    allow_connections(database, False)
+    try:
+        result = workspace.tact("tick")
+    finally:
+        allow_connections(database, True)
+    assert result.returncode == 2, result.stderr
+    assert "error: cannot use the database" in result.stderr
+    assert database in result.stderr and "Traceback" not in result.stderr
