@@ -97,11 +97,37 @@ class PostgresTestDatabases:
     @contextmanager
     def database(self) -> Iterator[str]:
         """Create a copy of the template, yield its SQLAlchemy URL, and drop it afterwards."""
-        name = f"tact_test_{os.getpid()}_{next(self._copy_numbers)}"
+        name = self._new_name()
         self._drop(name)
         self._execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(self.template_name))
         )
+        try:
+            yield sqlalchemy_url(self.dsn, name)
+        finally:
+            self._drop(name)
+
+    @contextmanager
+    def copy_of(self, source: str) -> Iterator[str]:
+        """Create a copy of the database ``source``, yield its SQLAlchemy URL, and drop it afterwards.
+
+        Connections still open on ``source`` are ended first: a copy needs its source idle.
+        """
+        name = self._new_name()
+        self._drop(name)
+        self._disconnect_everyone_from(source)
+        self._execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(source)))
+        try:
+            yield sqlalchemy_url(self.dsn, name)
+        finally:
+            self._drop(name)
+
+    @contextmanager
+    def empty_database(self) -> Iterator[str]:
+        """Create a database with no schema, yield its SQLAlchemy URL, and drop it afterwards."""
+        name = self._new_name()
+        self._drop(name)
+        self._execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         try:
             yield sqlalchemy_url(self.dsn, name)
         finally:
@@ -112,6 +138,9 @@ class PostgresTestDatabases:
         with psycopg.connect(self.dsn, autocommit=True) as connection:
             row = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         return row is not None
+
+    def _new_name(self) -> str:
+        return f"tact_test_{os.getpid()}_{next(self._copy_numbers)}"
 
     def _drop(self, name: str) -> None:
         self._execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

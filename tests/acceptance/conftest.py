@@ -1,9 +1,17 @@
 """Fixtures for acceptance tests: a workspace on disk and the ``tact`` executable run as a process.
 
 A :class:`Workspace` is a temporary directory holding a configuration file, a campaigns
-directory, an SQLite database and one JSON-lines outbox per channel (the ``file`` adapter).
-Commands run with the workspace as their working directory, a bounded timeout and an
-environment cleared of any ``TACT_*`` variable the caller's shell may carry.
+directory, one JSON-lines outbox per channel (the ``file`` adapter) and a database: a SQLite
+file in the directory, or a PostgreSQL database of its own (a migrated copy, see
+``tests/pg.py``). Commands run with the workspace as their working directory, a bounded
+timeout and an environment cleared of any ``TACT_*`` variable the caller's shell may carry.
+
+Every test that uses ``workspace``, ``bare_workspace``, ``walked`` or ``walked_template`` runs
+once per store, ids ``sqlite`` and ``postgresql``; the ``postgresql`` case carries the
+``postgres`` marker, so ``pytest -m "not postgres"`` never reaches the server. A test that
+has no use for a second store (nothing it checks touches the database, or it is about SQLite
+itself) takes the :data:`sqlite_only` mark. A test that asks for ``postgres_url`` itself keeps
+a single, SQLite-configured workspace and points it at that database on its own.
 """
 
 from __future__ import annotations
@@ -18,10 +26,16 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 import pytest
+from psycopg.types.string import TextLoader
+from sqlalchemy.engine import make_url
+
+from tests.pg import PostgresTestDatabases
 
 T = TypeVar("T")
 
@@ -44,6 +58,16 @@ EXAMPLE_EVENT_TIMES = {
 }
 DEFAULT_EXAMPLE_EVENT_TIME = "2026-11-23T08:00:00Z"
 
+STORES = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+]
+sqlite_only = pytest.mark.parametrize("store", [pytest.param("sqlite", id="sqlite")], indirect=True)
+"""Run a workspace test on SQLite alone (write why beside it)."""
+
+# How SQLAlchemy writes a UTC timestamp into SQLite; PostgreSQL's are read back in this form.
+SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
 
 def tact_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The caller's environment without ``TACT_*`` or terminal-width variables, plus ``extra``."""
@@ -56,13 +80,19 @@ def tact_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return environment
 
 
-def config_text(root: Path, *, tick_interval: str = "1s") -> str:
-    """A configuration with a SQLite database and ``file`` adapters, all inside ``root``."""
+def sqlite_file_url(root: Path) -> str:
+    """The SQLAlchemy URL of the SQLite file ``tact.db`` in ``root``."""
+    return f"sqlite:///{(root / 'tact.db').as_posix()}"
+
+
+def config_text(root: Path, *, database_url: str | None = None, tick_interval: str = "1s") -> str:
+    """A configuration with ``file`` adapters inside ``root`` and ``database_url`` (by default
+    the SQLite file ``root/tact.db``)."""
     return f"""\
 campaigns_dir = "campaigns"
 
 [database]
-url = "sqlite:///{(root / "tact.db").as_posix()}"
+url = "{database_url or sqlite_file_url(root)}"
 
 [engine]
 tick_interval = "{tick_interval}"
@@ -121,12 +151,37 @@ def expect_success(result: subprocess.CompletedProcess[str]) -> subprocess.Compl
     return result
 
 
+def _postgres_rows(database_url: str, query: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Rows of ``query`` (``?`` placeholders) on PostgreSQL, JSON and timestamps as SQLite gives them."""
+    libpq_url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq_url, autocommit=True) as connection:
+        for json_type in ("json", "jsonb"):
+            connection.adapters.register_loader(json_type, TextLoader)
+        if parameters:
+            rows = connection.execute(query.replace("%", "%%").replace("?", "%s"), tuple(parameters)).fetchall()
+        else:
+            rows = connection.execute(query).fetchall()
+    return [tuple(_as_sqlite_value(value) for value in row) for row in rows]
+
+
+def _as_sqlite_value(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).strftime(SQLITE_TIMESTAMP_FORMAT)
+    return value
+
+
 @dataclass
 class Workspace:
     """A directory with a config, campaigns, a database and outboxes; runs ``tact`` in it."""
 
     root: Path
+    database_url: str
     results: dict[str, subprocess.CompletedProcess[str]] = field(default_factory=dict)
+
+    @property
+    def store(self) -> str:
+        """``sqlite`` or ``postgresql``: the kind of database the configuration names."""
+        return make_url(self.database_url).get_backend_name()
 
     @property
     def config(self) -> Path:
@@ -140,7 +195,8 @@ class Workspace:
 
     @property
     def database(self) -> Path:
-        """The SQLite database file."""
+        """The SQLite database file (a PostgreSQL workspace has none)."""
+        assert self.store == "sqlite", f"a {self.store} workspace has no database file"
         return self.root / "tact.db"
 
     def outbox_path(self, channel: str = "email") -> Path:
@@ -181,23 +237,35 @@ class Workspace:
         return expect_success(self.tact(*args, env=env, with_config=with_config))
 
     def sql(self, query: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a query against the workspace database, opened and closed around it."""
+        """Rows of a query (``?`` placeholders) against the workspace database, opened and closed
+        around it. JSON and timestamps come back as SQLite gives them on either store: JSON as
+        its text, timestamps as UTC text (``2026-11-23 15:00:00.000000``)."""
+        if self.store == "postgresql":
+            return _postgres_rows(self.database_url, query, parameters)
         connection = sqlite3.connect(self.database, timeout=10)
         try:
             return connection.execute(query, parameters).fetchall()
         finally:
             connection.close()
 
-    def copy_to(self, root: Path) -> Workspace:
-        """A new workspace at ``root`` with this one's campaigns, database and outboxes."""
+    def copy_to(self, root: Path, *, database_url: str | None = None) -> Workspace:
+        """A new workspace at ``root`` with this one's campaigns, outboxes and database.
+
+        A SQLite workspace's files are copied along; a PostgreSQL one needs ``database_url``,
+        a copy of its database the caller made.
+        """
         root.mkdir(parents=True, exist_ok=True)
         shutil.copytree(self.campaigns, root / "campaigns")
         if (self.root / "outbox").is_dir():
             shutil.copytree(self.root / "outbox", root / "outbox")
-        for database_file in self.root.glob("tact.db*"):
-            shutil.copy2(database_file, root / database_file.name)
-        (root / "tact.toml").write_text(config_text(root), encoding="utf-8")
-        return Workspace(root)
+        if self.store == "sqlite":
+            assert database_url is None, "a SQLite workspace copies its own database file"
+            for database_file in self.root.glob("tact.db*"):
+                shutil.copy2(database_file, root / database_file.name)
+            database_url = sqlite_file_url(root)
+        assert database_url is not None, "a PostgreSQL workspace needs a copy of its database"
+        (root / "tact.toml").write_text(config_text(root, database_url=database_url), encoding="utf-8")
+        return Workspace(root, database_url)
 
 
 class Daemon:
@@ -245,27 +313,76 @@ class Daemon:
             self.process.wait(timeout=10)
 
 
-def make_workspace(root: Path, *, campaigns: Path | None = SHIPPED_CAMPAIGNS) -> Workspace:
-    """A workspace at ``root``: a copy of ``campaigns`` (or an empty directory) and a config."""
+def make_workspace(
+    root: Path, *, campaigns: Path | None = SHIPPED_CAMPAIGNS, database_url: str | None = None
+) -> Workspace:
+    """A workspace at ``root``: a copy of ``campaigns`` (or an empty directory) and a config
+    naming ``database_url`` (by default the SQLite file ``root/tact.db``, not created yet)."""
     root.mkdir(parents=True, exist_ok=True)
     if campaigns is not None:
         shutil.copytree(campaigns, root / "campaigns")
     else:
         (root / "campaigns").mkdir()
-    (root / "tact.toml").write_text(config_text(root), encoding="utf-8")
-    return Workspace(root)
+    database_url = database_url or sqlite_file_url(root)
+    (root / "tact.toml").write_text(config_text(root, database_url=database_url), encoding="utf-8")
+    return Workspace(root, database_url)
+
+
+def _parametrizes_store(metafunc: pytest.Metafunc) -> bool:
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", ())
+        if isinstance(names, str):
+            names = [name.strip() for name in names.split(",")]
+        if "store" in names:
+            return True
+    return False
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test that needs a store once per store, unless it chooses its own."""
+    if "store" not in metafunc.fixturenames or "postgres_url" in metafunc.fixturenames:
+        return
+    if not _parametrizes_store(metafunc):
+        metafunc.parametrize("store", STORES, indirect=True)
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Workspace:
-    """A fresh workspace with a copy of the shipped campaigns and no database yet."""
-    return make_workspace(tmp_path / "work")
+def store(request: pytest.FixtureRequest) -> str:
+    """``sqlite`` or ``postgresql``: where the test's workspace keeps its data (see the module docstring)."""
+    chosen: str = getattr(request, "param", "sqlite")
+    return chosen
 
 
 @pytest.fixture
-def bare_workspace(tmp_path: Path) -> Workspace:
+def workspace_database_url(store: str, request: pytest.FixtureRequest) -> str | None:
+    """A migrated PostgreSQL database of the test's own, or None for the workspace's SQLite file."""
+    if store == "sqlite":
+        return None
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, workspace_database_url: str | None) -> Workspace:
+    """A fresh workspace with a copy of the shipped campaigns and no data yet."""
+    return make_workspace(tmp_path / "work", database_url=workspace_database_url)
+
+
+@pytest.fixture
+def bare_workspace(tmp_path: Path, workspace_database_url: str | None) -> Workspace:
     """A fresh workspace whose campaigns directory is empty."""
-    return make_workspace(tmp_path / "work", campaigns=None)
+    return make_workspace(tmp_path / "work", campaigns=None, database_url=workspace_database_url)
+
+
+@pytest.fixture
+def unmigrated_workspace(tmp_path: Path, store: str, request: pytest.FixtureRequest) -> Iterator[Workspace]:
+    """A workspace whose database has no schema: no SQLite file yet, or an empty PostgreSQL database."""
+    if store == "sqlite":
+        yield make_workspace(tmp_path / "work")
+        return
+    postgres_databases: PostgresTestDatabases = request.getfixturevalue("postgres_databases")
+    with postgres_databases.empty_database() as url:
+        yield make_workspace(tmp_path / "work", database_url=url)
 
 
 @pytest.fixture
@@ -283,15 +400,12 @@ def start_daemon() -> Iterator[Callable[[Workspace], Daemon]]:
         daemon.kill_if_running()
 
 
-@pytest.fixture(scope="session")
-def walked_template(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    """The README walkthrough, done once: example recipients and events imported, one tick.
+def walk_through(template: Workspace) -> Workspace:
+    """Do the README walkthrough in ``template``: import the example recipients and events, tick once.
 
     The example events get fixed timestamps (:func:`dated_example_events`). ``results``
     keeps each step's completed process (``recipients``, ``events``, ``tick``).
-    Tests must not change it; they take a copy through the ``walked`` fixture.
     """
-    template = make_workspace(tmp_path_factory.mktemp("walkthrough") / "work")
     template.results["recipients"] = template.tact("recipients", "import", EXAMPLE_RECIPIENTS)
     events = dated_example_events(template.root / "events.jsonl")
     template.results["events"] = template.tact("events", "import", events)
@@ -301,7 +415,40 @@ def walked_template(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     return template
 
 
+@pytest.fixture(scope="session")
+def sqlite_walked_template(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """The walkthrough on SQLite, done once per session (see :func:`walk_through`)."""
+    return walk_through(make_workspace(tmp_path_factory.mktemp("walkthrough") / "work"))
+
+
+@pytest.fixture(scope="session")
+def postgresql_walked_template(
+    tmp_path_factory: pytest.TempPathFactory, postgres_databases: PostgresTestDatabases
+) -> Iterator[Workspace]:
+    """The walkthrough on a PostgreSQL database of its own, done once per session (only when asked)."""
+    with postgres_databases.database() as url:
+        root = tmp_path_factory.mktemp("walkthrough-postgresql") / "work"
+        yield walk_through(make_workspace(root, database_url=url))
+
+
 @pytest.fixture
-def walked(walked_template: Workspace, tmp_path: Path) -> Workspace:
+def walked_template(store: str, request: pytest.FixtureRequest) -> Workspace:
+    """The session's walkthrough on the test's store; ``results`` holds each step's process.
+
+    Tests must not change it; they take a copy through the ``walked`` fixture.
+    """
+    template: Workspace = request.getfixturevalue(f"{store}_walked_template")
+    return template
+
+
+@pytest.fixture
+def walked(walked_template: Workspace, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Workspace]:
     """A private copy of the walkthrough's state, after the first tick."""
-    return walked_template.copy_to(tmp_path / "walked")
+    if walked_template.store == "sqlite":
+        yield walked_template.copy_to(tmp_path / "walked")
+        return
+    postgres_databases: PostgresTestDatabases = request.getfixturevalue("postgres_databases")
+    source = make_url(walked_template.database_url).database
+    assert source is not None
+    with postgres_databases.copy_of(source) as url:
+        yield walked_template.copy_to(tmp_path / "walked", database_url=url)

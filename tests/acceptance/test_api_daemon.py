@@ -7,7 +7,6 @@ import json
 import socket
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.acceptance.conftest import Daemon, Workspace, make_workspace
+from tests.acceptance.conftest import Daemon, Workspace
 
 if TYPE_CHECKING:
     StartDaemon = Callable[[Workspace], Daemon]
@@ -54,8 +53,9 @@ def signing_key() -> ec.EllipticCurvePrivateKey:
 
 
 @pytest.fixture
-def api_workspace(tmp_path: Path, signing_key: ec.EllipticCurvePrivateKey) -> tuple[Workspace, str]:
-    workspace = make_workspace(tmp_path / "api", campaigns=None)
+def api_workspace(bare_workspace: Workspace, signing_key: ec.EllipticCurvePrivateKey) -> tuple[Workspace, str]:
+    """A workspace with the API on a free port, a bearer token, a webhook key and the welcome campaign."""
+    workspace = bare_workspace
     (workspace.campaigns / "welcome.toml").write_text(WELCOME, encoding="utf-8")
     public_der = signing_key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import sqlalchemy as sa
+
+from tests.acceptance.conftest import sqlite_only
 
 if TYPE_CHECKING:
     from tests.acceptance.conftest import Workspace
@@ -114,6 +117,7 @@ def log_rows(workspace: Workspace, *filters: str) -> list[dict[str, str]]:
 # -- validate ----------------------------------------------------------------------------------
 
 
+@sqlite_only  # no database: nothing here opens one
 def test_validate_accepts_the_shipped_campaigns(workspace: Workspace) -> None:
     """``tact validate`` exits 0 on the campaigns that ship with Tact."""
     result = workspace.tact("validate")
@@ -122,6 +126,7 @@ def test_validate_accepts_the_shipped_campaigns(workspace: Workspace) -> None:
     assert "5 campaign file(s)" in result.stdout
 
 
+@sqlite_only  # no database: nothing here opens one
 def test_validate_names_a_misspelled_key_at_its_line(workspace: Workspace) -> None:
     """A misspelled step key fails validation with ``path:line:col`` at the typo."""
     path = write_campaign(workspace.root, "typo.toml", MISSPELLED_KEY_CAMPAIGN)
@@ -137,6 +142,7 @@ def test_validate_names_a_misspelled_key_at_its_line(workspace: Workspace) -> No
     assert column >= 1
 
 
+@sqlite_only  # no database: nothing here opens one
 def test_validate_checks_the_configured_campaigns_dir(workspace: Workspace) -> None:
     """Without a path, ``tact validate`` checks every file of the configured campaigns_dir."""
     path = write_campaign(workspace.campaigns, "typo.toml", MISSPELLED_KEY_CAMPAIGN)
@@ -147,6 +153,7 @@ def test_validate_checks_the_configured_campaigns_dir(workspace: Workspace) -> N
     assert any("chanel" in message for _, _, message in diagnostics_for(path, result.stderr))
 
 
+@sqlite_only  # no database: nothing here opens one
 def test_validate_names_an_undefined_template_variable(workspace: Workspace) -> None:
     """Inline text using an unknown recipient variable fails with ``path:line:col`` naming it."""
     path = write_campaign(workspace.root, "undefined.toml", UNDEFINED_VARIABLE_CAMPAIGN)
@@ -160,6 +167,7 @@ def test_validate_names_an_undefined_template_variable(workspace: Workspace) -> 
     assert naming_it[0][0] == UNDEFINED_VARIABLE_LINE
 
 
+@sqlite_only  # no database: nothing here opens one
 def test_validate_reports_a_toml_syntax_error_with_line_and_column(workspace: Workspace) -> None:
     """A TOML syntax error fails validation at the line of the unterminated string."""
     path = write_campaign(workspace.root, "syntax.toml", SYNTAX_ERROR_CAMPAIGN)
@@ -178,6 +186,7 @@ def test_validate_reports_a_toml_syntax_error_with_line_and_column(workspace: Wo
 # -- version and help --------------------------------------------------------------------------
 
 
+@sqlite_only  # no database: nothing here opens one
 def test_version_prints_the_installed_version(workspace: Workspace) -> None:
     """``tact version`` prints the distribution's version."""
     result = workspace.ok("version", with_config=False)
@@ -185,6 +194,7 @@ def test_version_prints_the_installed_version(workspace: Workspace) -> None:
     assert result.stdout.strip() == f"tact {package_version('tact')}"
 
 
+@sqlite_only  # no database: nothing here opens one
 def test_help_lists_the_commands(workspace: Workspace) -> None:
     """``tact --help`` lists every command a user needs."""
     result = workspace.ok("--help", with_config=False)
@@ -464,18 +474,31 @@ def test_enroll_in_an_unknown_campaign_fails_with_a_message(walked: Workspace) -
 # -- db upgrade -----------------------------------------------------------------------------------
 
 
-def test_db_upgrade_creates_the_schema_on_a_fresh_file(workspace: Workspace) -> None:
-    """``tact db upgrade`` creates the tables and analyst views in a new SQLite file."""
-    assert not workspace.database.exists()
+def schema_of(workspace: Workspace) -> tuple[set[str], set[str], set[str]]:
+    """The workspace database's table names, view names and ``send_log`` column names."""
+    engine = sa.create_engine(workspace.database_url)
+    try:
+        inspector = sa.inspect(engine)
+        columns = {column["name"] for column in inspector.get_columns("send_log")}
+        return set(inspector.get_table_names()), set(inspector.get_view_names()), columns
+    finally:
+        engine.dispose()
+
+
+def test_db_upgrade_creates_the_schema_in_a_new_database(unmigrated_workspace: Workspace) -> None:
+    """``tact db upgrade``, run twice, creates the tables and analyst views in a database without them."""
+    workspace = unmigrated_workspace
+    if workspace.store == "sqlite":
+        assert not workspace.database.exists()
+    else:
+        assert workspace.sql("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") == [(0,)]
 
     workspace.ok("db", "upgrade")
     workspace.ok("db", "upgrade")
 
-    objects = set(workspace.sql("SELECT type, name FROM sqlite_master"))
-    for table in ("recipient", "consent", "attention", "enrollment", "touchpoint", "event"):
-        assert ("table", table) in objects
-    assert {("table", "send_log"), ("view", "v_sends"), ("view", "v_campaign_daily")} <= objects
-    columns = {row[1] for row in workspace.sql("PRAGMA table_info(send_log)")}
+    tables, views, columns = schema_of(workspace)
+    assert {"recipient", "consent", "attention", "enrollment", "touchpoint", "event", "send_log"} <= tables
+    assert {"v_sends", "v_campaign_daily"} <= views
     assert set(SEND_LOG_COLUMNS) <= columns
     assert workspace.sql("SELECT count(*) FROM v_sends") == [(0,)]
     assert workspace.sql("SELECT count(*) FROM v_campaign_daily") == [(0,)]
@@ -484,6 +507,7 @@ def test_db_upgrade_creates_the_schema_on_a_fresh_file(workspace: Workspace) -> 
 # -- tick --at ------------------------------------------------------------------------------------
 
 
+@sqlite_only  # no database: the instant is rejected before one is opened
 @pytest.mark.parametrize(
     ("instant", "complaint"),
     [("yesterday", "ISO 8601"), ("2026-11-23T15:00:00", "offset")],
@@ -511,6 +535,7 @@ def with_unknown_database_key(workspace: Workspace) -> int:
     return text.splitlines().index('urll = "sqlite:///typo.db"') + 1
 
 
+@sqlite_only  # no database: the configuration is rejected before one is opened
 @pytest.mark.parametrize(
     "command",
     [
@@ -535,6 +560,7 @@ def test_unknown_config_key_exits_2_naming_it(workspace: Workspace, command: tup
     assert not workspace.database.exists()
 
 
+@sqlite_only  # no database: nothing here opens one
 def test_validate_reports_an_unknown_config_key(workspace: Workspace) -> None:
     """``tact validate`` checks the configuration too: an unknown key exits 1 naming it."""
     with_unknown_database_key(workspace)
@@ -545,6 +571,7 @@ def test_validate_reports_an_unknown_config_key(workspace: Workspace) -> None:
     assert "urll" in result.stderr
 
 
+@sqlite_only  # no database: nothing here opens one
 def test_validate_places_an_unknown_config_key_at_its_line(workspace: Workspace) -> None:
     """``tact validate`` reports an unknown config key as ``config:line:col: message``."""
     line = with_unknown_database_key(workspace)
@@ -555,6 +582,7 @@ def test_validate_places_an_unknown_config_key_at_its_line(workspace: Workspace)
     assert [(row, "urll" in message) for row, _, message in found] == [(line, True)]
 
 
+@sqlite_only  # about configuration precedence, seen through which SQLite file gets created
 def test_environment_variable_overrides_the_database_url(workspace: Workspace) -> None:
     """``TACT_DATABASE__URL`` wins over the config file's ``[database] url``."""
     from_environment = workspace.root / "from-environment.db"
@@ -579,6 +607,7 @@ def test_explain_shows_the_last_decisions(walked: Workspace) -> None:
     assert "net value" in text and "threshold 0" in text  # the value estimate's parts
 
 
+@sqlite_only  # simulations run on in-memory SQLite databases of their own, not the workspace's
 def test_simulate_prints_json_with_every_policy_and_writes_html(workspace: Workspace) -> None:
     """``tact simulate --json --html`` compares fixed, cap and value on a tiny population and
     writes a self-contained report."""
@@ -597,6 +626,7 @@ def test_simulate_prints_json_with_every_policy_and_writes_html(workspace: Works
     assert "<svg" in page and "<script src" not in page
 
 
+@sqlite_only  # no database: nothing here opens one
 def test_simulate_rejects_an_unknown_policy(workspace: Workspace) -> None:
     """An unknown policy name is an error that names it."""
     result = workspace.tact("simulate", "--recipients", "10", "--days", "1", "--policies", "fixed,bogus")
