@@ -7,8 +7,8 @@ JSON keys (stable; numbers are plain floats and ints):
   seconds (wall time of the whole simulation);
 - ``policies``: ``fixed``, ``cap`` (the best grid point) and ``value``, each with ``label``,
   ``config`` (the ``caps`` and ``attention`` overrides of the run), ``overall`` and ``top20``
-  (the metrics below), ``decisions`` (send_log rows by ``decision:reason``) and
-  ``consent_violations``;
+  (the metrics below), ``decisions`` (send_log rows by ``decision:reason``),
+  ``consent_violations`` and ``seconds`` (the run's own wall time, in its worker);
 - ``cap_grid``: every cap run, as a policy entry plus ``best`` (true for the chosen one);
 - ``comparison``: value against the best cap, paired over recipients: ``baseline``,
   ``treatment``, ``rounds`` and, for ``value_weighted_conversions`` (totals) and
@@ -145,6 +145,7 @@ def _policy_json(run: PolicyResult) -> dict[str, Any]:
         "top20": asdict(run.top20),
         "decisions": dict(run.decisions),
         "consent_violations": run.consent_violations,
+        "seconds": run.seconds,
     }
 
 

@@ -622,6 +622,7 @@ def test_simulate_prints_json_with_every_policy_and_writes_html(workspace: Works
     for policy in data["policies"].values():
         assert {"sends_per_recipient_week", "engagement", "value_weighted_conversions"} <= set(policy["overall"])
         assert policy["consent_violations"] == 0
+        assert 0 < policy["seconds"] <= data["options"]["seconds"]
     page = report.read_text(encoding="utf-8")
     assert "<svg" in page and "<script src" not in page
 
