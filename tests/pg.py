@@ -12,7 +12,7 @@ import importlib
 import itertools
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import psycopg
 import pytest
@@ -94,40 +94,31 @@ class PostgresTestDatabases:
         """Drop the template database."""
         self._drop(self.template_name)
 
-    @contextmanager
-    def database(self) -> Iterator[str]:
+    def database(self) -> AbstractContextManager[str]:
         """Create a copy of the template, yield its SQLAlchemy URL, and drop it afterwards."""
-        name = self._new_name()
-        self._drop(name)
-        self._execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(self.template_name))
-        )
-        try:
-            yield sqlalchemy_url(self.dsn, name)
-        finally:
-            self._drop(name)
+        return self._temporary(self.template_name)
 
-    @contextmanager
-    def copy_of(self, source: str) -> Iterator[str]:
+    def copy_of(self, source: str) -> AbstractContextManager[str]:
         """Create a copy of the database ``source``, yield its SQLAlchemy URL, and drop it afterwards.
 
         Connections still open on ``source`` are ended first: a copy needs its source idle.
         """
-        name = self._new_name()
-        self._drop(name)
         self._disconnect_everyone_from(source)
-        self._execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(source)))
-        try:
-            yield sqlalchemy_url(self.dsn, name)
-        finally:
-            self._drop(name)
+        return self._temporary(source)
+
+    def empty_database(self) -> AbstractContextManager[str]:
+        """Create a database with no schema, yield its SQLAlchemy URL, and drop it afterwards."""
+        return self._temporary(None)
 
     @contextmanager
-    def empty_database(self) -> Iterator[str]:
-        """Create a database with no schema, yield its SQLAlchemy URL, and drop it afterwards."""
-        name = self._new_name()
+    def _temporary(self, template: str | None) -> Iterator[str]:
+        """A new database (a copy of ``template``, or empty), its URL, then dropped."""
+        name = f"tact_test_{os.getpid()}_{next(self._copy_numbers)}"
         self._drop(name)
-        self._execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            create = sql.SQL("{} TEMPLATE {}").format(create, sql.Identifier(template))
+        self._execute(create)
         try:
             yield sqlalchemy_url(self.dsn, name)
         finally:
@@ -138,9 +129,6 @@ class PostgresTestDatabases:
         with psycopg.connect(self.dsn, autocommit=True) as connection:
             row = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         return row is not None
-
-    def _new_name(self) -> str:
-        return f"tact_test_{os.getpid()}_{next(self._copy_numbers)}"
 
     def _drop(self, name: str) -> None:
         self._execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
