@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 
 DSN_VARIABLE = "TACT_TEST_POSTGRES_DSN"
 """The environment variable naming the test server, as a libpq URI or key=value string."""
@@ -35,6 +35,12 @@ def postgres_dsn_or_skip(environ: Mapping[str, str]) -> str:
             pytrace=False,
         )
     pytest.skip(f"no PostgreSQL server: set {DSN_VARIABLE} or run make test")
+
+
+def connect(database_url: str) -> psycopg.Connection[tuple[object, ...]]:
+    """A psycopg connection (autocommit) to the database a SQLAlchemy URL names."""
+    libpq_url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return psycopg.connect(libpq_url, autocommit=True)
 
 
 def sqlalchemy_url(dsn: str, database: str) -> str:

@@ -30,12 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psycopg
 import pytest
 from psycopg.types.string import TextLoader
 from sqlalchemy.engine import make_url
 
-from tests.pg import PostgresTestDatabases
+from tests.pg import PostgresTestDatabases, connect
 
 T = TypeVar("T")
 
@@ -153,8 +152,7 @@ def expect_success(result: subprocess.CompletedProcess[str]) -> subprocess.Compl
 
 def _postgres_rows(database_url: str, query: str, parameters: Sequence[Any]) -> list[tuple[Any, ...]]:
     """Rows of ``query`` (``?`` placeholders) on PostgreSQL, JSON and timestamps as SQLite gives them."""
-    libpq_url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(libpq_url, autocommit=True) as connection:
+    with connect(database_url) as connection:
         for json_type in ("json", "jsonb"):
             connection.adapters.register_loader(json_type, TextLoader)
         if parameters:

@@ -27,7 +27,8 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
-from tests.chaos.harness import Cluster, Replica, connect, queue_state
+from tests.chaos.harness import Cluster, Replica, queue_state
+from tests.pg import connect
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pg-test-server.sh"
 POLL_SECONDS = 0.25

@@ -27,11 +27,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
-from sqlalchemy.engine import make_url
-
 from scheduler import Engine
 from tests.contract.smtp_server import ReceivedMessage
+from tests.pg import connect
 
 TACT = Path(sys.executable).parent / "tact"
 CAMPAIGN_ID = "chaos"
@@ -357,12 +355,6 @@ class Launcher:
         """Resume and kill every process still running."""
         for replica in self.made:
             replica.ensure_gone()
-
-
-def connect(database_url: str) -> psycopg.Connection[tuple[object, ...]]:
-    """A psycopg connection (autocommit) to the database a SQLAlchemy URL names."""
-    libpq_url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    return psycopg.connect(libpq_url, autocommit=True)
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,9 @@ from tests.chaos.faults import (
     logged_events,
     named_url,
 )
-from tests.chaos.harness import Census, Cluster, Launcher, ReplicaSettings, connect, seed, take_census, wait_until
+from tests.chaos.harness import Census, Cluster, Launcher, ReplicaSettings, seed, take_census, wait_until
 from tests.contract.smtp_server import SmtpTestServer
-from tests.pg import sqlalchemy_url
+from tests.pg import connect, sqlalchemy_url
 
 TERMINATED_TOUCHPOINTS = 8_000
 """Enough for a run far longer than the pause between terminations (about 30 s here)."""
