@@ -124,7 +124,7 @@ def create_db_engine(settings: DatabaseSettings) -> sa.Engine:
     return sa.create_engine(url, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True)
 
 
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 """The newest schema revision (``scheduler/migrations/versions``); a test keeps the two in step.
 A start on a database already there skips Alembic, whose import alone takes about 0.4 s."""
 
@@ -308,6 +308,12 @@ class Store:
                 connection.execute(self._insert(meta_t).values(key=key, value=value).on_conflict_do_nothing())
                 value = connection.execute(sa.select(meta_t.c.value).where(meta_t.c.key == key)).scalar_one()
             return str(value)
+
+    def get_meta(self, key: str) -> str | None:
+        """A meta value, or None when it was never set."""
+        with self.engine.connect() as connection:
+            value = connection.execute(sa.select(meta_t.c.value).where(meta_t.c.key == key)).scalar()
+        return None if value is None else str(value)
 
     def set_meta(self, values: Mapping[str, str]) -> None:
         """Write meta values, replacing what was there."""
@@ -621,6 +627,34 @@ class Store:
                     row[name] = utc_from_db(row[name])
             found.append(row)
         return found
+
+    def answered_touches(
+        self, since: datetime, until: datetime, open_credit: float, limit: int
+    ) -> list[tuple[str, str, datetime, float, float, float]]:
+        """The latest ``limit`` marketing touches sent in [since, until) with the fatigue and p̂
+        they were decided at, and how they were answered: (recipient, channel, at, fatigue, p̂,
+        engaged), engaged being 1 for a click, reply or conversion, ``open_credit`` for an open
+        alone, else 0."""
+        s, e = send_log_t, event_t
+        engaged = sa.func.max(
+            sa.case(
+                (e.c.type.in_(("clicked", "replied", "converted")), 1.0),
+                (e.c.type == "opened", open_credit),
+                else_=0.0,
+            )
+        )
+        sent = [s.c.decision == "sent", s.c.at >= since, s.c.at < until, s.c.kind == "marketing"]
+        query = (
+            sa.select(s.c.recipient_id, s.c.channel, s.c.at, s.c.fatigue, s.c.engagement_p, engaged)
+            .select_from(s.outerjoin(e, e.c.touchpoint_id == s.c.touchpoint_id))
+            .where(*sent, s.c.fatigue.is_not(None), s.c.engagement_p.is_not(None))
+            .group_by(s.c.id, s.c.recipient_id, s.c.channel, s.c.at, s.c.fatigue, s.c.engagement_p)
+            .order_by(s.c.at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query)
+            return [(row[0], row[1], row[2], float(row[3]), float(row[4]), float(row[5] or 0.0)) for row in rows]
 
     def attention_due(self, connection: sa.Connection, now: datetime, limit: int) -> dict[str, Row]:
         """Attention rows with an outcome window closed by ``now``."""

@@ -176,7 +176,10 @@ class Touchpoint(SQLModel, table=True):
 class Event(SQLModel, table=True):
     """Every inbound event; ``event_id`` is the caller's id, the dedupe key."""
 
-    __table_args__ = (sa.Index("ix_event_queue", "applied_at", "at"),)
+    __table_args__ = (
+        sa.Index("ix_event_queue", "applied_at", "at"),
+        sa.Index("ix_event_touchpoint", "touchpoint_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     event_id: str = Field(max_length=255, unique=True)
@@ -199,6 +202,12 @@ class SendLog(SQLModel, table=True):
         sa.Index("ix_send_log_campaign_at", "campaign_id", "at"),
         sa.Index("ix_send_log_recipient_at", "recipient_id", "at"),
         sa.Index("ix_send_log_touchpoint", "touchpoint_id"),
+        sa.Index(
+            "ix_send_log_sent_at",
+            "at",
+            postgresql_where=sa.text("decision = 'sent'"),
+            sqlite_where=sa.text("decision = 'sent'"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
