@@ -154,6 +154,16 @@ class AttentionSettings(_Section):
     open_credit: float = Field(0.3, ge=0, le=1)
     interest_rate: float = Field(0.2, ge=0, le=1)
     kappa: float = Field(0.5, ge=0)
+    channel_kappa: dict[str, NonNegativeFloat] = Field(default_factory=dict)
+    learn_kappa: bool = True
+    kappa_bounds: tuple[NonNegativeFloat, NonNegativeFloat] = (0.1, 1.5)
+    kappa_reference: float = Field(1.2, gt=0)
+    kappa_prior_sd: float = Field(0.25, ge=0)
+    learn_window: Duration = timedelta(days=42)
+    learn_interval: Duration = timedelta(days=1)
+    learn_min_touches: int = Field(1000, ge=1)
+    learn_min_answered: float = Field(100.0, gt=0)
+    learn_max_touches: int = Field(200_000, ge=1)
     novelty_drop: float = Field(0.5, ge=0, le=1)
     novelty_half_life: Duration = timedelta(days=7)
     unsubscribe_base: dict[str, NonNegativeFloat] = Field(default_factory=lambda: {"email": 0.002, "sms": 0.005})
@@ -162,6 +172,17 @@ class AttentionSettings(_Section):
     positive_outcome: float = Field(0.6, ge=0, le=1)
     lambda_asset: float = Field(0.25, ge=0)
     unsubscribe_loss: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> AttentionSettings:
+        low, high = self.kappa_bounds
+        if low > high:
+            raise ValueError("attention.kappa_bounds must be [low, high] with low <= high")
+        return self
+
+    def kappa_for(self, channel: str) -> float:
+        """κ of a channel: its own (set or learned), else ``kappa``."""
+        return self.channel_kappa.get(channel, self.kappa)
 
 
 class AnalyticsSettings(_Section):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import random
 import socket
@@ -31,6 +32,7 @@ from adapters import Adapter, AdapterSettings, Message, SendResult, SendStatus
 from adapters.limits import Throttled
 from scheduler import metrics
 from scheduler.attention import AttentionState, decayed, from_row, on_send, to_row
+from scheduler.calibration import AnsweredTouch, KappaFit, fit_kappa
 from scheduler.campaign import Campaign, Step
 from scheduler.catalog import CampaignCatalog, ReloadReport
 from scheduler.config import Settings
@@ -51,6 +53,7 @@ from scheduler.tokens import TokenSigner
 from scheduler.value import estimate
 
 log = structlog.get_logger("tact.engine")
+LEARNED_KAPPA_KEY = "attention.learned_kappa"  # meta: the last κ fit per channel, as JSON
 T = TypeVar("T")
 
 COMMIT_RETRY_FIRST_DELAY = 0.2
@@ -151,6 +154,16 @@ def _throttled(adapter: Adapter) -> Throttled:
     return Throttled(adapter, rate_limit=settings.rate_limit, concurrency=settings.concurrency)
 
 
+def _kappa_at(history: Sequence[tuple[datetime, float]], at: datetime, configured: float) -> float:
+    """The κ in force at ``at``: the last learned by then, else the configured one."""
+    kappa = configured
+    for since, learned in history:
+        if since > at:
+            break
+        kappa = learned
+    return kappa
+
+
 class Engine:
     """The scheduler. Build it with ``Engine.from_config``; close it with ``close()``."""
 
@@ -183,6 +196,9 @@ class Engine:
         # False: messages go out without rendered bodies (simulation: nobody reads them).
         self.render_bodies = True
         self._resolved_at: datetime | None = None
+        self._learned_at: datetime | None = None
+        self._learned_loaded = False
+        self._configured = settings.attention  # before any learning: the prior of what is learned
         self.removed_steps: dict[str, dict[str, str | None]] = {}
         self._random = random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -399,6 +415,11 @@ class Engine:
         ):
             await self._db(self.journeys.resolve_outcomes, now)
             self._resolved_at = now
+        if not self._learned_loaded:
+            await self._db(self.load_learned)
+        learned_at = self._learned_at
+        if learned_at is None or now - learned_at >= self.settings.attention.learn_interval or now < learned_at:
+            await self._db(self.learn, now)
         result.enrolled = await self._db(self.journeys.run_segments, now)
         batches = 0
         batch_size = self.settings.engine.batch_size
@@ -432,6 +453,73 @@ class Engine:
             log.info("tick", at=now.isoformat(), batches=batches, **result.counts)
         metrics.observe_tick(time.perf_counter() - started)
         return result
+
+    # -- learning ------------------------------------------------------------------------------
+
+    def load_learned(self) -> dict[str, float]:
+        """Use the κ per channel last learned (kept in ``meta``), so a restart or ``tact
+        explain`` decides as the running engine does; return it."""
+        self._learned_loaded = True
+        if not self.settings.attention.learn_kappa:
+            return {}
+        stored = self._stored_fits()
+        learned = {channel: float(fit["kappa"]) for channel, fit in stored.items()}
+        if learned:
+            self._use_kappa(learned)
+        fitted_at = [datetime.fromisoformat(fit["history"][-1][0]) for fit in stored.values() if fit.get("history")]
+        if fitted_at:
+            self._learned_at = max(fitted_at)  # a `tact tick` every minute need not refit each time
+        return learned
+
+    def learn(self, now: datetime) -> dict[str, KappaFit]:
+        """Fit κ per channel from the marketing touches of the last ``learn_window`` whose answers
+        are in (docs/attention-model.md, "Learning κ"), use it, and keep it in ``meta``."""
+        self._learned_at = now
+        params = self.settings.attention
+        if not (params.enabled and params.learn_kappa):
+            return {}
+        settled = now - max(params.outcome_window.values(), default=timedelta(hours=72))
+        since = settled - params.learn_window
+        stored = self._stored_fits()
+        histories = {
+            c: [(datetime.fromisoformat(at), k) for at, k in fit.get("history", [])] for c, fit in stored.items()
+        }
+        touches: dict[str, list[AnsweredTouch]] = {}
+        answered = self.store.answered_touches(since, settled, params.open_credit, params.learn_max_touches)
+        for recipient, channel, at, fatigue, predicted, engaged in answered:
+            then = _kappa_at(histories.get(channel, []), at, self._configured.kappa_for(channel))
+            touches.setdefault(channel, []).append(AnsweredTouch(recipient, fatigue, predicted, then, engaged))
+        low, high = params.kappa_bounds
+        fits: dict[str, KappaFit] = {}
+        for channel, found in sorted(touches.items()):
+            fit = fit_kappa(
+                found, configured=self._configured.kappa_for(channel), reference=params.kappa_reference,
+                prior_sd=params.kappa_prior_sd, low=low, high=high,
+                min_touches=params.learn_min_touches, min_answered=params.learn_min_answered,
+            )  # fmt: skip
+            if fit is None:
+                continue
+            fits[channel] = fit
+            history = histories.get(channel, [])
+            before = [h for h in history if h[0] < since][-1:]  # the κ in force when the window opens
+            history = [*before, *(h for h in history if h[0] >= since), (now, fit.kappa)]
+            stored[channel] = {**fit.as_dict(), "history": [[at.isoformat(), k] for at, k in history]}
+        if fits:
+            self.store.set_meta({LEARNED_KAPPA_KEY: json.dumps(stored, sort_keys=True)})
+            self._use_kappa({channel: fit.kappa for channel, fit in fits.items()})
+            log.info("kappa_learned", **{channel: round(fit.kappa, 3) for channel, fit in fits.items()})
+        return fits
+
+    def _stored_fits(self) -> dict[str, dict[str, Any]]:
+        stored = self.store.get_meta(LEARNED_KAPPA_KEY)
+        return dict(json.loads(stored)) if stored else {}
+
+    def _use_kappa(self, learned: Mapping[str, float]) -> None:
+        attention = self.settings.attention
+        channel_kappa = {**attention.channel_kappa, **learned}
+        self.settings = self.settings.model_copy(
+            update={"attention": attention.model_copy(update={"channel_kappa": channel_kappa})}
+        )
 
     @staticmethod
     def _report_lost(lost: int) -> None:

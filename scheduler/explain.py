@@ -49,6 +49,7 @@ def explain_recipient(engine: Engine, recipient_id: str, at: datetime | None = N
     if profile is None:
         return None
     now = at or engine.clock()
+    learned = engine.load_learned()  # decide as the running engine does
     settings = engine.settings
     params = settings.attention
     row = profile["attention"]
@@ -71,6 +72,11 @@ def explain_recipient(engine: Engine, recipient_id: str, at: datetime | None = N
         + (", complained: all marketing suppressed" if state.complained_at else "")
         + (f", suppressed ({profile['suppressed_reason']})" if profile["suppressed_at"] else ""),
     ]  # fmt: skip
+    weights = ", ".join(
+        f"{channel} {params.kappa_for(channel):.2f}" + (" (learned)" if channel in learned else "")
+        for channel in settings.channels
+    )
+    lines.append(f"  fatigue weight kappa: {weights}")
     if state.interests:
         top = sorted(state.interests.items(), key=lambda item: -item[1])[:5]
         lines.append("  interests: " + ", ".join(f"{topic} {level:.2f}" for topic, level in top))

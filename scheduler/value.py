@@ -52,10 +52,8 @@ def estimate(state: AttentionState, terms: TouchTerms, at: datetime, params: Att
         novelty = 1 - params.novelty_drop * half(at - last, params.novelty_half_life)
     elif last is not None:
         novelty = 1 - params.novelty_drop
-    p_hat = min(
-        1.0,
-        engagement_rate(state, terms.channel, params) * math.exp(-params.kappa * fatigue) * novelty * (0.5 + asset),
-    )
+    dulled = math.exp(-params.kappa_for(terms.channel) * fatigue)
+    p_hat = min(1.0, engagement_rate(state, terms.channel, params) * dulled * novelty * (0.5 + asset))
     worth = max(terms.recipient_value, 0.0)
     benefit = p_hat * terms.value * (0.25 + 0.75 * rho) * worth
     weight = params.fatigue_weight.get(terms.channel, 1.0)
