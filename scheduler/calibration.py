@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 ROOT_STEPS = 60
+LEARNED_KAPPA_KEY = "attention.learned_kappa"  # in ``meta``: the last fit per channel, as JSON
 
 
 @dataclass(frozen=True, slots=True)

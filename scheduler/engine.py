@@ -32,7 +32,7 @@ from adapters import Adapter, AdapterSettings, Message, SendResult, SendStatus
 from adapters.limits import Throttled
 from scheduler import metrics
 from scheduler.attention import AttentionState, decayed, from_row, on_send, to_row
-from scheduler.calibration import AnsweredTouch, KappaFit, fit_kappa
+from scheduler.calibration import LEARNED_KAPPA_KEY, AnsweredTouch, KappaFit, fit_kappa
 from scheduler.campaign import Campaign, Step
 from scheduler.catalog import CampaignCatalog, ReloadReport
 from scheduler.config import Settings
@@ -53,7 +53,6 @@ from scheduler.tokens import TokenSigner
 from scheduler.value import estimate
 
 log = structlog.get_logger("tact.engine")
-LEARNED_KAPPA_KEY = "attention.learned_kappa"  # meta: the last κ fit per channel, as JSON
 T = TypeVar("T")
 
 COMMIT_RETRY_FIRST_DELAY = 0.2

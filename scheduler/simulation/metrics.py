@@ -8,6 +8,7 @@ gives a confidence interval for the difference that is much tighter than for eit
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from scheduler.attention import decayed, from_row
+from scheduler.calibration import LEARNED_KAPPA_KEY
 from scheduler.simulation.population import ValueTier
 from scheduler.simulation.world import Reaction, WorldSpec
 
@@ -257,6 +259,7 @@ class PolicyResult:
     value_per_recipient: list[float]
     losses_per_recipient: list[int]  # unsubscribes + complaints
     seconds: float
+    learned_kappa: dict[str, dict[str, float]] = field(default_factory=dict)  # per channel, at the end
 
 
 @dataclass
@@ -298,6 +301,14 @@ def decision_counts(engine: Engine) -> dict[str, int]:
     with engine.store.engine.connect() as connection:
         rows = connection.execute(query).all()
     return {f"{decision}:{reason}": int(count) for decision, reason, count in sorted(rows)}
+
+
+def learned_kappa(engine: Engine) -> dict[str, dict[str, float]]:
+    """The κ the engine learned per channel by the end of the run, with its evidence (empty when
+    it learned nothing: the model off, learning off, or too few answered sends)."""
+    stored = engine.store.get_meta(LEARNED_KAPPA_KEY)
+    fits = json.loads(stored) if stored else {}
+    return {channel: {k: v for k, v in fit.items() if k != "history"} for channel, fit in sorted(fits.items())}
 
 
 def compare(treatment: PolicyResult, baseline: PolicyResult, *, seed: int, rounds: int = 1000) -> Comparison:

@@ -8,7 +8,10 @@ JSON keys (stable; numbers are plain floats and ints):
 - ``policies``: ``fixed``, ``cap`` (the best grid point) and ``value``, each with ``label``,
   ``config`` (the ``caps`` and ``attention`` overrides of the run), ``overall`` and ``top20``
   (the metrics below), ``decisions`` (send_log rows by ``decision:reason``),
-  ``consent_violations`` and ``seconds`` (the run's own wall time, in its worker);
+  ``consent_violations``, ``learned_kappa`` (per channel, the κ the engine learned by the end
+  of the run: ``kappa``, ``steepness``, ``estimate``, ``standard_error``, ``touches``,
+  ``answered``, ``observed_fatigue``; empty when it learned nothing) and ``seconds`` (the run's
+  own wall time, in its worker);
 - ``cap_grid``: every cap run, as a policy entry plus ``best`` (true for the chosen one);
 - ``comparison``: value against the best cap, paired over recipients: ``baseline``,
   ``treatment``, ``rounds`` and, for ``value_weighted_conversions`` (totals) and
@@ -106,6 +109,12 @@ def render_text(result: SimulationResult, console: Console) -> None:
         console.print(BEST_RULE)
     for line in _comparison_lines(result):
         console.print(line)
+    for name, run in result.policies().items():
+        for channel, fit in run.learned_kappa.items():
+            console.print(
+                f"{name} learned kappa on {channel}: {fit['kappa']:.2f} (answers fit {fit['estimate']:.2f} "
+                f"± {fit['standard_error']:.2f} from {fit['touches']:,} sends; steepness {fit['steepness']:.2f})"
+            )
     violations = {name: run.consent_violations for name, run in result.policies().items()}
     for run in result.cap_grid:
         violations[run.run.label] = run.consent_violations
@@ -145,6 +154,7 @@ def _policy_json(run: PolicyResult) -> dict[str, Any]:
         "top20": asdict(run.top20),
         "decisions": dict(run.decisions),
         "consent_violations": run.consent_violations,
+        "learned_kappa": run.learned_kappa,
         "seconds": run.seconds,
     }
 

@@ -44,6 +44,7 @@ from scheduler.simulation.metrics import (
     asset_by_tier,
     compare,
     decision_counts,
+    learned_kappa,
     model_assets,
     summarize,
 )
@@ -345,6 +346,7 @@ def run_policy(options: SimulationOptions, run: PolicyRun, report: Progress | No
                 report(run.label, elapsed / hours)
         assets = model_assets(engine, population.ids(), tally.end)
         decisions = decision_counts(engine)
+        learned = learned_kappa(engine)
     finally:
         engine.close()
     trusts = [world.trust(person) for person in population.people]
@@ -360,6 +362,7 @@ def run_policy(options: SimulationOptions, run: PolicyRun, report: Progress | No
         value_per_recipient=tally.conversion_value,
         losses_per_recipient=[u + c for u, c in zip(tally.unsubscribes, tally.complaints, strict=True)],
         seconds=time.perf_counter() - began,
+        learned_kappa=learned,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from scheduler import Engine
-from scheduler.engine import LEARNED_KAPPA_KEY
+from scheduler.calibration import LEARNED_KAPPA_KEY
 from scheduler.explain import explain_recipient
 from scheduler.store import event_t, send_log_t
 

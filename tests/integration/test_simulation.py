@@ -96,6 +96,22 @@ def test_json_has_the_documented_keys(result: SimulationResult) -> None:
     assert set(series["asset_by_tier"]["top20"][0]) == {"mean", "q1", "median", "q3"}
 
 
+def test_value_run_reports_the_kappa_it_learned() -> None:
+    """The value run reports the κ its engine learned from the simulated answers; fixed learns none."""
+    learning = {"learn_min_touches": 50, "learn_min_answered": 5, "learn_window": "10d"}
+    options = replace(OPTIONS, policies=("fixed", "value"), value_overrides=learning)
+    result = run_simulation(options)
+    document = to_json(result)
+    assert document["policies"]["fixed"]["learned_kappa"] == {}
+    fit = document["policies"]["value"]["learned_kappa"]["email"]
+    assert set(fit) == {"kappa", "steepness", "estimate", "standard_error", "touches", "answered", "observed_fatigue"}
+    assert 0.1 <= fit["kappa"] <= 1.5
+    assert fit["touches"] >= 50
+    console = Console(record=True, width=200)
+    render_text(result, console)
+    assert f"value learned kappa on email: {fit['kappa']:.2f}" in console.export_text()
+
+
 def test_text_report_names_every_policy(result: SimulationResult) -> None:
     """The terminal report shows each policy, the best-cap rule and the comparison."""
     console = Console(record=True, width=220)
