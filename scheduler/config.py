@@ -155,7 +155,7 @@ class AttentionSettings(_Section):
     interest_rate: float = Field(0.2, ge=0, le=1)
     kappa: float = Field(0.5, ge=0)
     channel_kappa: dict[str, NonNegativeFloat] = Field(default_factory=dict)
-    learn_kappa: bool = True
+    kappa_learning: Literal["off", "measure", "apply"] = "measure"
     kappa_bounds: tuple[NonNegativeFloat, NonNegativeFloat] = (0.1, 1.5)
     kappa_reference: float = Field(1.2, gt=0)
     kappa_prior_sd: float = Field(0.25, ge=0)

@@ -456,30 +456,37 @@ class Engine:
     # -- learning ------------------------------------------------------------------------------
 
     def load_learned(self) -> dict[str, float]:
-        """Use the κ per channel last learned (kept in ``meta``), so a restart or ``tact
-        explain`` decides as the running engine does; return it."""
+        """With ``kappa_learning = "apply"``, use the κ per channel last learned (kept in
+        ``meta``), so a restart or ``tact explain`` decides as the running engine does; return
+        the κ now in use from learning (empty otherwise)."""
         self._learned_loaded = True
-        if not self.settings.attention.learn_kappa:
+        params = self.settings.attention
+        if params.kappa_learning == "off":
             return {}
-        stored = self._stored_fits()
-        learned = {channel: float(fit["kappa"]) for channel, fit in stored.items()}
-        if learned:
-            self._use_kappa(learned)
+        stored = self.learned_fits()
         fitted_at = [datetime.fromisoformat(fit["history"][-1][0]) for fit in stored.values() if fit.get("history")]
         if fitted_at:
             self._learned_at = max(fitted_at)  # a `tact tick` every minute need not refit each time
+        if params.kappa_learning != "apply":
+            return {}
+        learned = {channel: float(fit["kappa"]) for channel, fit in stored.items()}
+        if learned:
+            self._use_kappa(learned)
         return learned
 
     def learn(self, now: datetime) -> dict[str, KappaFit]:
         """Fit κ per channel from the marketing touches of the last ``learn_window`` whose answers
-        are in (docs/attention-model.md, "Learning κ"), use it, and keep it in ``meta``."""
+        are in (docs/attention-model.md, "Learning κ") and keep the fit in ``meta``; with
+        ``kappa_learning = "apply"``, decide with it from now on."""
         self._learned_at = now
         params = self.settings.attention
-        if not (params.enabled and params.learn_kappa):
+        if not params.enabled or params.kappa_learning == "off":
             return {}
+        apply = params.kappa_learning == "apply"
         settled = now - max(params.outcome_window.values(), default=timedelta(hours=72))
         since = settled - params.learn_window
-        stored = self._stored_fits()
+        stored = self.learned_fits()
+        # The κ in force over time, to take each touch's own fatigue factor out of its p̂.
         histories = {
             c: [(datetime.fromisoformat(at), k) for at, k in fit.get("history", [])] for c, fit in stored.items()
         }
@@ -499,17 +506,22 @@ class Engine:
             if fit is None:
                 continue
             fits[channel] = fit
+            in_force = fit.kappa if apply else params.kappa_for(channel)
             history = histories.get(channel, [])
             before = [h for h in history if h[0] < since][-1:]  # the κ in force when the window opens
-            history = [*before, *(h for h in history if h[0] >= since), (now, fit.kappa)]
-            stored[channel] = {**fit.as_dict(), "history": [[at.isoformat(), k] for at, k in history]}
+            history = [*before, *(h for h in history if h[0] >= since), (now, in_force)]
+            stored[channel] = {
+                **fit.as_dict(), "applied": apply, "history": [[at.isoformat(), k] for at, k in history],
+            }  # fmt: skip
         if fits:
             self.store.set_meta({LEARNED_KAPPA_KEY: json.dumps(stored, sort_keys=True)})
-            self._use_kappa({channel: fit.kappa for channel, fit in fits.items()})
-            log.info("kappa_learned", **{channel: round(fit.kappa, 3) for channel, fit in fits.items()})
+            if apply:
+                self._use_kappa({channel: fit.kappa for channel, fit in fits.items()})
+            log.info("kappa_learned", applied=apply, **{channel: round(fit.kappa, 3) for channel, fit in fits.items()})
         return fits
 
-    def _stored_fits(self) -> dict[str, dict[str, Any]]:
+    def learned_fits(self) -> dict[str, dict[str, Any]]:
+        """The last κ fit per channel as kept in ``meta`` (empty before the first)."""
         stored = self.store.get_meta(LEARNED_KAPPA_KEY)
         return dict(json.loads(stored)) if stored else {}
 

@@ -72,11 +72,16 @@ def explain_recipient(engine: Engine, recipient_id: str, at: datetime | None = N
         + (", complained: all marketing suppressed" if state.complained_at else "")
         + (f", suppressed ({profile['suppressed_reason']})" if profile["suppressed_at"] else ""),
     ]  # fmt: skip
-    weights = ", ".join(
-        f"{channel} {params.kappa_for(channel):.2f}" + (" (learned)" if channel in learned else "")
-        for channel in settings.channels
-    )
-    lines.append(f"  fatigue weight kappa: {weights}")
+    fits = engine.learned_fits() if params.kappa_learning != "off" else {}
+
+    def weight(channel: str) -> str:
+        if channel in learned:
+            return f"{channel} {params.kappa_for(channel):.2f} (learned)"
+        if channel in fits:
+            return f"{channel} {params.kappa_for(channel):.2f} (answers suggest {fits[channel]['kappa']:.2f})"
+        return f"{channel} {params.kappa_for(channel):.2f}"
+
+    lines.append("  fatigue weight kappa: " + ", ".join(weight(channel) for channel in settings.channels))
     if state.interests:
         top = sorted(state.interests.items(), key=lambda item: -item[1])[:5]
         lines.append("  interests: " + ", ".join(f"{topic} {level:.2f}" for topic, level in top))

@@ -259,7 +259,7 @@ class PolicyResult:
     value_per_recipient: list[float]
     losses_per_recipient: list[int]  # unsubscribes + complaints
     seconds: float
-    learned_kappa: dict[str, dict[str, float]] = field(default_factory=dict)  # per channel, at the end
+    learned_kappa: dict[str, dict[str, Any]] = field(default_factory=dict)  # per channel, at the end
 
 
 @dataclass
@@ -303,7 +303,7 @@ def decision_counts(engine: Engine) -> dict[str, int]:
     return {f"{decision}:{reason}": int(count) for decision, reason, count in sorted(rows)}
 
 
-def learned_kappa(engine: Engine) -> dict[str, dict[str, float]]:
+def learned_kappa(engine: Engine) -> dict[str, dict[str, Any]]:
     """The κ the engine learned per channel by the end of the run, with its evidence (empty when
     it learned nothing: the model off, learning off, or too few answered sends)."""
     stored = engine.store.get_meta(LEARNED_KAPPA_KEY)

@@ -10,7 +10,7 @@ JSON keys (stable; numbers are plain floats and ints):
   (the metrics below), ``decisions`` (send_log rows by ``decision:reason``),
   ``consent_violations``, ``learned_kappa`` (per channel, the κ the engine learned by the end
   of the run: ``kappa``, ``steepness``, ``estimate``, ``standard_error``, ``touches``,
-  ``answered``, ``observed_fatigue``; empty when it learned nothing) and ``seconds`` (the run's
+  ``answered``, ``observed_fatigue``, ``applied``; empty when it learned nothing) and ``seconds`` (the run's
   own wall time, in its worker);
 - ``cap_grid``: every cap run, as a policy entry plus ``best`` (true for the chosen one);
 - ``comparison``: value against the best cap, paired over recipients: ``baseline``,
@@ -111,9 +111,11 @@ def render_text(result: SimulationResult, console: Console) -> None:
         console.print(line)
     for name, run in result.policies().items():
         for channel, fit in run.learned_kappa.items():
+            state = "" if fit["applied"] else " (measured, not applied)"
             console.print(
-                f"{name} learned kappa on {channel}: {fit['kappa']:.2f} (answers fit {fit['estimate']:.2f} "
-                f"± {fit['standard_error']:.2f} from {fit['touches']:,} sends; steepness {fit['steepness']:.2f})"
+                f"{name} learned kappa on {channel}: {fit['kappa']:.2f}{state}"
+                f" (answers fit {fit['estimate']:.2f} ± {fit['standard_error']:.2f} from {fit['touches']:,} sends;"
+                f" steepness {fit['steepness']:.2f})"
             )
     violations = {name: run.consent_violations for name, run in result.policies().items()}
     for run in result.cap_grid:

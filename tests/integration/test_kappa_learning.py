@@ -1,5 +1,5 @@
 """The engine learns κ from its own send log and the events that answered it, keeps it in the
-database, and decides with it — on SQLite and PostgreSQL."""
+database, and (with ``kappa_learning = "apply"``) decides with it — on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def make_engine(database_url: str, directory: Path, **attention: Any) -> Engine:
         database_url=database_url,
         channels={"email": "memory", "sms": "memory"},
         campaigns_dir=str(directory),
-        attention={"holdout": 0.0, **attention},
+        attention={"holdout": 0.0, "kappa_learning": "apply", **attention},
     )
 
 
@@ -86,7 +86,8 @@ def test_tick_learns_kappa_from_answered_sends(database_url: str, tmp_path: Path
         assert stored["email"]["touches"] == logged
         assert stored["email"]["kappa"] == round(kappa, 4)
         assert stored["email"]["history"][-1] == [NOW.isoformat(), kappa]
-        assert [entry["email"] for entry in logs if entry["event"] == "kappa_learned"] == [round(kappa, 3)]
+        learned = [entry for entry in logs if entry["event"] == "kappa_learned"]
+        assert [(entry["email"], entry["applied"]) for entry in learned] == [(round(kappa, 3), True)]
         assert engine.settings.attention.kappa == 0.5  # the configured value is the prior, unchanged
     finally:
         engine.close()
@@ -117,9 +118,31 @@ def test_a_restarted_engine_decides_with_the_learned_kappa(database_url: str, tm
         second.close()
 
 
+def test_measuring_keeps_the_configured_kappa_and_says_what_the_answers_suggest(
+    database_url: str, tmp_path: Path
+) -> None:
+    """``kappa_learning = "measure"`` (the default) fits and keeps the fit, but decides with the
+    configured κ; ``tact explain`` shows both."""
+    engine = make_engine(database_url, tmp_path / "campaigns", kappa_learning="measure")
+    try:
+        log_answered_sends(engine, true_kappa=2.4)
+        engine.tick(at=NOW)
+        assert engine.settings.attention.kappa_for("email") == 0.5
+        fit = json.loads(engine.store.get_meta(LEARNED_KAPPA_KEY) or "{}")["email"]
+        assert fit["applied"] is False
+        assert fit["kappa"] > 0.6
+        assert fit["history"][-1] == [NOW.isoformat(), 0.5]  # the κ in force, not the suggestion
+        engine.upsert_recipients([{"id": "r0", "email": "r0@example.com"}])
+        report = explain_recipient(engine, "r0", at=NOW)
+        assert report is not None
+        assert f"fatigue weight kappa: email 0.50 (answers suggest {fit['kappa']:.2f}), sms 0.50" in report
+    finally:
+        engine.close()
+
+
 def test_learning_off_keeps_the_configured_kappa(database_url: str, tmp_path: Path) -> None:
-    """``learn_kappa = false`` never fits, whatever the send log says."""
-    off = make_engine(database_url, tmp_path / "campaigns", learn_kappa=False)
+    """``kappa_learning = "off"`` never fits, whatever the send log says."""
+    off = make_engine(database_url, tmp_path / "campaigns", kappa_learning="off")
     try:
         log_answered_sends(off, true_kappa=2.4)
         off.tick(at=NOW)

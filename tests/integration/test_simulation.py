@@ -98,13 +98,16 @@ def test_json_has_the_documented_keys(result: SimulationResult) -> None:
 
 def test_value_run_reports_the_kappa_it_learned() -> None:
     """The value run reports the κ its engine learned from the simulated answers; fixed learns none."""
-    learning = {"learn_min_touches": 50, "learn_min_answered": 5, "learn_window": "10d"}
+    learning = {"learn_min_touches": 50, "learn_min_answered": 5, "learn_window": "10d", "kappa_learning": "apply"}
     options = replace(OPTIONS, policies=("fixed", "value"), value_overrides=learning)
     result = run_simulation(options)
     document = to_json(result)
     assert document["policies"]["fixed"]["learned_kappa"] == {}
     fit = document["policies"]["value"]["learned_kappa"]["email"]
-    assert set(fit) == {"kappa", "steepness", "estimate", "standard_error", "touches", "answered", "observed_fatigue"}
+    assert set(fit) == {
+        "kappa", "steepness", "estimate", "standard_error", "touches", "answered", "observed_fatigue", "applied",
+    }  # fmt: skip
+    assert fit["applied"] is True
     assert 0.1 <= fit["kappa"] <= 1.5
     assert fit["touches"] >= 50
     console = Console(record=True, width=200)
