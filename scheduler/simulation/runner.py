@@ -179,7 +179,7 @@ def run_simulation(options: SimulationOptions, progress: Progress | None = None)
 
 def check_setup(options: SimulationOptions) -> None:
     """Fail in the calling process, with the real error, on a broken config or campaigns directory."""
-    with _quiet_engine_logs():
+    with _quiet_engine_logs(logging.CRITICAL):  # the error is raised, and said once, by the caller
         engine = build_policy_engine(options.config_path, options.campaigns_dir, caps={}, attention={})
         try:
             report = engine.catalog.reload()
@@ -284,10 +284,10 @@ def _drain(progress_queue: Any, fractions: list[float]) -> str:
 
 
 @contextmanager
-def _quiet_engine_logs() -> Iterator[None]:
-    """Engine logs at warning level and above only, for the duration of an in-process run."""
+def _quiet_engine_logs(level: int = logging.WARNING) -> Iterator[None]:
+    """Engine logs at ``level`` and above only, for the duration of an in-process run."""
     previous = structlog.get_config().get("wrapper_class")
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
     try:
         yield
     finally:

@@ -636,6 +636,16 @@ def test_simulate_rejects_an_unknown_policy(workspace: Workspace) -> None:
     assert "bogus" in result.stderr
 
 
+@sqlite_only  # no database: the campaigns directory is checked first
+def test_simulate_names_a_missing_campaigns_directory_once(workspace: Workspace) -> None:
+    """A missing campaigns directory is one ``error:`` line and exit 2, not log lines first."""
+    missing = workspace.root / "no-such-campaigns"
+    result = workspace.tact("simulate", "--campaigns", missing, "--recipients", "10", "--days", "1")
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {missing}:1:1: campaigns directory not found"]
+
+
 def test_explain_an_unknown_recipient_exits_1(walked: Workspace) -> None:
     """``tact explain`` on an unknown id exits 1 and names it."""
     result = walked.tact("explain", "r-9999")
