@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import os
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 
@@ -21,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import URL, make_url
 
 DSN_VARIABLE = "TACT_TEST_POSTGRES_DSN"
+DROP_ATTEMPTS = 50  # 10 s: an autovacuum worker on the database being dropped
 """The environment variable naming the test server, as a libpq URI or key=value string."""
 
 
@@ -137,7 +139,17 @@ class PostgresTestDatabases:
         return row is not None
 
     def _drop(self, name: str) -> None:
-        self._execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        # FORCE ends the test role's own sessions; an autovacuum worker runs as the server's
+        # superuser and cannot be ended by it, but finishes within moments: try again.
+        statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        for attempt in range(DROP_ATTEMPTS):
+            try:
+                self._execute(statement)
+                return
+            except psycopg.errors.InsufficientPrivilege:
+                if attempt == DROP_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2)
 
     def _disconnect_everyone_from(self, name: str) -> None:
         # A pooled connection left open by the migration would block CREATE DATABASE TEMPLATE.
