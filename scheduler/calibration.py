@@ -21,6 +21,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 ROOT_STEPS = 60
 LEARNED_KAPPA_KEY = "attention.learned_kappa"  # in ``meta``: the last fit per channel, as JSON
 
@@ -81,23 +84,12 @@ def fit_kappa(
     fatigues = [t.fatigue for t in usable]
     if max(fatigues) - min(fatigues) < 1e-9:
         return None
-    # log(base): the fatigue factor of the κ of the time taken out of p̂.
-    by_recipient: dict[str, list[AnsweredTouch]] = {}
-    for t in usable:
-        by_recipient.setdefault(t.recipient, []).append(t)
-    # Only a recipient answering some touches and not others, at different fatigue, says how
-    # fatigue matters: comparing recipients would mistake the more responsive, who are sent
-    # more and so are more fatigued, for a sign that fatigue does not dull attention.
-    groups = [
-        _Group([t.fatigue for t in g], [t.engaged for t in g], [math.log(t.predicted) + t.kappa * t.fatigue for t in g])
-        for g in by_recipient.values()
-        if any(t.engaged for t in g) and max(t.fatigue for t in g) > min(t.fatigue for t in g)
-    ]  # fmt: skip
-    if sum(g.answered for g in groups) < min_answered:
+    groups = _Groups.of(usable)
+    if groups is None or groups.answered.sum() < min_answered:
         return None
     observed = sum(t.engaged * t.fatigue for t in usable) / answered
     estimate = _root(groups, reference, -1.0, max(high, reference) + 5.0)
-    _, slope, noise = _evaluate(groups, estimate)
+    _, slope, noise = groups.evaluate(estimate)
     error = math.sqrt(noise) / slope if slope > 0 and noise > 0 else math.inf
     if prior_sd <= 0 or math.isinf(error):
         shrunk = reference
@@ -116,48 +108,68 @@ def fit_kappa(
     )
 
 
-@dataclass(slots=True)
-class _Group:
-    """One recipient's touches: fatigue, answer and log(base) of each."""
+@dataclass(frozen=True, slots=True)
+class _Groups:
+    """The touches of the recipients who say something about fatigue, as arrays sorted by
+    recipient: each one's touches are the slice ``starts[i]:starts[i + 1]``."""
 
-    fatigues: list[float]
-    engaged: list[float]
-    log_bases: list[float]
-    answered: float = 0.0
+    fatigue: npt.NDArray[np.float64]
+    engaged: npt.NDArray[np.float64]
+    log_base: npt.NDArray[np.float64]  # log p̂ with the fatigue factor of its time taken out
+    member: npt.NDArray[np.intp]  # which group each touch belongs to
+    starts: npt.NDArray[np.intp]
+    answered: npt.NDArray[np.float64]  # per group: Σ y
 
-    def __post_init__(self) -> None:
-        self.answered = sum(self.engaged)
+    @classmethod
+    def of(cls, touches: Sequence[AnsweredTouch]) -> _Groups | None:
+        """Only a recipient answering some touches and not others, at different fatigue, says
+        how fatigue matters: comparing recipients would mistake the more responsive, who are
+        sent more and so are more fatigued, for a sign that fatigue does not dull attention."""
+        by_recipient: dict[str, list[AnsweredTouch]] = {}
+        for t in touches:
+            by_recipient.setdefault(t.recipient, []).append(t)
+        kept = [
+            g for g in by_recipient.values()
+            if any(t.engaged for t in g) and max(t.fatigue for t in g) > min(t.fatigue for t in g)
+        ]  # fmt: skip
+        if not kept:
+            return None
+        flat = [t for g in kept for t in g]
+        fatigue = np.fromiter((t.fatigue for t in flat), np.float64, len(flat))
+        engaged = np.fromiter((t.engaged for t in flat), np.float64, len(flat))
+        predicted = np.fromiter((t.predicted for t in flat), np.float64, len(flat))
+        kappa = np.fromiter((t.kappa for t in flat), np.float64, len(flat))
+        sizes = np.fromiter((len(g) for g in kept), np.intp, len(kept))
+        starts = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.intp)
+        member = np.repeat(np.arange(len(kept), dtype=np.intp), sizes)
+        answered = np.add.reduceat(engaged, starts)
+        return cls(fatigue, engaged, np.log(predicted) + kappa * fatigue, member, starts, answered)
+
+    def evaluate(self, kappa: float) -> tuple[float, float, float]:
+        """At ``kappa``: the score Σ y·(F − expected F) over recipients (it rises with κ and is
+        zero at the estimate), its slope, and the sum of squared per-recipient scores (the noise
+        of a score whose answers hang together within a recipient)."""
+        exponents = self.log_base - kappa * self.fatigue
+        top = np.maximum.reduceat(exponents, self.starts)  # only ratios of weights matter
+        weights = np.exp(exponents - top[self.member])
+        total = np.add.reduceat(weights, self.starts)
+        mean = np.add.reduceat(weights * self.fatigue, self.starts) / total
+        apart = self.fatigue - mean[self.member]
+        variance = np.add.reduceat(weights * apart * apart, self.starts) / total
+        own = np.add.reduceat(self.engaged * apart, self.starts)
+        return float(own.sum()), float((self.answered * variance).sum()), float((own * own).sum())
 
 
-def _evaluate(groups: Sequence[_Group], kappa: float) -> tuple[float, float, float]:
-    """At ``kappa``: the score Σ y·(F − expected F) over recipients (it rises with κ and is zero
-    at the estimate), its slope, and the sum of squared per-recipient scores (the noise of a
-    score whose answers hang together within a recipient)."""
-    score = slope = noise = 0.0
-    for group in groups:
-        exponents = [b - kappa * f for b, f in zip(group.log_bases, group.fatigues, strict=True)]
-        top = max(exponents)  # scaled by the largest: only ratios of weights matter
-        weights = [math.exp(x - top) for x in exponents]
-        total = sum(weights)
-        mean = sum(w * f for w, f in zip(weights, group.fatigues, strict=True)) / total
-        variance = sum(w * (f - mean) ** 2 for w, f in zip(weights, group.fatigues, strict=True)) / total
-        own = sum(y * (f - mean) for y, f in zip(group.engaged, group.fatigues, strict=True))
-        score += own
-        slope += group.answered * variance
-        noise += own * own
-    return score, slope, noise
-
-
-def _root(groups: Sequence[_Group], start: float, lower: float, upper: float) -> float:
+def _root(groups: _Groups, start: float, lower: float, upper: float) -> float:
     """Where the score is zero, within [lower, upper]: Newton steps kept inside a shrinking
     bracket (a step that would leave it bisects instead)."""
-    if _evaluate(groups, lower)[0] >= 0:
+    if groups.evaluate(lower)[0] >= 0:
         return lower
-    if _evaluate(groups, upper)[0] <= 0:
+    if groups.evaluate(upper)[0] <= 0:
         return upper
     kappa = min(max(start, lower), upper)
     for _ in range(ROOT_STEPS):
-        score, slope, _ = _evaluate(groups, kappa)
+        score, slope, _ = groups.evaluate(kappa)
         if score < 0:
             lower = kappa
         else:
