@@ -8,7 +8,6 @@ gives a confidence interval for the difference that is much tighter than for eit
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from scheduler.attention import decayed, from_row
-from scheduler.calibration import LEARNED_KAPPA_KEY
 from scheduler.simulation.population import ValueTier
 from scheduler.simulation.world import Reaction, WorldSpec
 
@@ -306,8 +304,7 @@ def decision_counts(engine: Engine) -> dict[str, int]:
 def learned_kappa(engine: Engine) -> dict[str, dict[str, Any]]:
     """The κ the engine learned per channel by the end of the run, with its evidence (empty when
     it learned nothing: the model off, learning off, or too few answered sends)."""
-    stored = engine.store.get_meta(LEARNED_KAPPA_KEY)
-    fits = json.loads(stored) if stored else {}
+    fits = engine.learned_fits()
     return {channel: {k: v for k, v in fit.items() if k != "history"} for channel, fit in sorted(fits.items())}
 
 
