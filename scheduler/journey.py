@@ -64,8 +64,11 @@ class Journeys:
     def _apply(self, connection: sa.Connection, events: Sequence[Row], now: datetime) -> None:
         recipient_ids = {e["recipient_id"] for e in events}
         recipients = self.store.recipients_by_id(connection, recipient_ids)
+        # Events move active journeys; a triggering event also needs the campaign's past
+        # enrollments (re-entry rules). Finished journeys of other campaigns are not read.
+        triggered = {c.id for kind in {e["type"] for e in events} for c in self.catalog.triggered_by(kind)}
         enrollments: dict[str, list[Row]] = {}
-        for row in self.store.enrollments_of(connection, recipient_ids):
+        for row in self.store.enrollments_of(connection, recipient_ids, active_or_in=triggered):
             enrollments.setdefault(row["recipient_id"], []).append(row)
         params = self.settings.attention
         states = {rid: from_row(row) for rid, row in self.store.attention_of(connection, recipient_ids).items()}

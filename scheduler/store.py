@@ -495,8 +495,10 @@ class Store:
         *,
         campaign_id: str | None = None,
         active_only: bool = False,
+        active_or_in: Collection[str] | None = None,
     ) -> list[Row]:
-        """The enrollments of these recipients (in one campaign, or only active ones, if asked)."""
+        """The enrollments of these recipients (in one campaign, or only active ones, or the
+        active ones plus every one in the campaigns ``active_or_in``, if asked)."""
         rows: list[Row] = []
         for chunk in _chunks(list(set(recipient_ids)), 5000):
             query = sa.select(enrollment_t).where(enrollment_t.c.recipient_id.in_(chunk))
@@ -504,6 +506,11 @@ class Store:
                 query = query.where(enrollment_t.c.campaign_id == campaign_id)
             if active_only:
                 query = query.where(enrollment_t.c.state == "active")
+            elif active_or_in is not None:
+                wanted = enrollment_t.c.state == "active"
+                if active_or_in:
+                    wanted = sa.or_(wanted, enrollment_t.c.campaign_id.in_(active_or_in))
+                query = query.where(wanted)
             rows.extend(dict(r) for r in connection.execute(query).mappings())
         return rows
 

@@ -203,3 +203,52 @@ def test_higher_priority_wins_and_the_other_is_deferred_to_the_next_allowed_day(
     second = engine.tick(at=datetime(2026, 5, 5, 10, 0, tzinfo=UTC)).decisions
     assert [(r.campaign_id, r.decision) for r in second] == [("low", "sent")]
     assert [m.campaign_id for m in engine.adapter("email").sent] == ["high", "low"]
+
+
+ONE_STEP = """
+id = "{id}"
+name = "{id}"
+kind = "marketing"
+[trigger]
+event = "{event}"
+reenroll = {reenroll}
+[[steps]]
+id = "only"
+after = "0m"
+channel = "email"
+subject = "Hello"
+text = "Hello"
+"""
+
+
+def test_a_trigger_event_respects_each_campaigns_reentry_rule(engine_factory, campaigns_dir: Path) -> None:
+    """Journeys that ended still count: a campaign without `reenroll` takes a recipient once, one
+    with it takes them again once the last journey is over, never twice at a time."""
+    write_campaign(campaigns_dir, "once", ONE_STEP.format(id="once", event="signed_up", reenroll="false"))
+    write_campaign(campaigns_dir, "again", ONE_STEP.format(id="again", event="lapsed", reenroll="true"))
+    engine = engine_factory(caps={"enabled": False}, attention={"enabled": False, "holdout": 0.0})
+    start = datetime(2026, 3, 2, 10, tzinfo=UTC)
+    engine.upsert_recipients([{"id": "r1", "email": "r1@example.com", "timezone": "UTC"}])
+
+    def trigger(kind: str, at: datetime) -> None:
+        report = engine.record_events([{"id": f"{kind}-{at.isoformat()}", "recipient_id": "r1", "type": kind, "at": at}])
+        assert not report.rejected
+
+    def journeys(campaign_id: str) -> list[str]:
+        with engine.store.engine.connect() as connection:
+            rows = engine.store.enrollments_of(connection, ["r1"], campaign_id=campaign_id)
+        return sorted(row["state"] for row in rows)
+
+    trigger("signed_up", start)
+    trigger("lapsed", start)
+    trigger("lapsed", start + timedelta(minutes=1))  # while the first journey is active
+    engine.tick(at=start + timedelta(minutes=5))
+    assert journeys("once") == ["completed"]
+    assert journeys("again") == ["completed"]
+
+    trigger("signed_up", start + timedelta(hours=1))
+    trigger("lapsed", start + timedelta(hours=1))
+    engine.tick(at=start + timedelta(hours=1, minutes=5))
+    assert journeys("once") == ["completed"]
+    assert journeys("again") == ["completed", "completed"]
+    assert len(engine.adapter("email").sent) == 3
