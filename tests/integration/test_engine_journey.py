@@ -231,7 +231,8 @@ def test_a_trigger_event_respects_each_campaigns_reentry_rule(engine_factory, ca
     engine.upsert_recipients([{"id": "r1", "email": "r1@example.com", "timezone": "UTC"}])
 
     def trigger(kind: str, at: datetime) -> None:
-        report = engine.record_events([{"id": f"{kind}-{at.isoformat()}", "recipient_id": "r1", "type": kind, "at": at}])
+        event = {"id": f"{kind}-{at.isoformat()}", "recipient_id": "r1", "type": kind, "at": at}
+        report = engine.record_events([event])
         assert not report.rejected
 
     def journeys(campaign_id: str) -> list[str]:

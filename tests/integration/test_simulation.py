@@ -115,6 +115,16 @@ def test_value_run_reports_the_kappa_it_learned() -> None:
     assert f"value learned kappa on email: {fit['kappa']:.2f}" in console.export_text()
 
 
+def test_value_run_measuring_kappa_reports_the_fit_at_its_end() -> None:
+    """Measuring (the default mode) fits once, at the end of the run, and reports it unapplied."""
+    learning = {"learn_min_touches": 50, "learn_min_answered": 5, "learn_window": "10d", "kappa_learning": "measure"}
+    options = replace(OPTIONS, policies=("value",), value_overrides=learning)
+    fit = to_json(run_simulation(options))["policies"]["value"]["learned_kappa"]["email"]
+    assert fit["applied"] is False
+    assert fit["touches"] >= 50
+    assert 0.1 <= fit["kappa"] <= 1.5
+
+
 def test_text_report_names_every_policy(result: SimulationResult) -> None:
     """The terminal report shows each policy, the best-cap rule and the comparison."""
     console = Console(record=True, width=220)
