@@ -70,6 +70,8 @@ _NEW_TOUCHPOINT_COLUMNS = (
     "state", "scheduled_at", "due_at", "attempts", "created_at",
 )  # fmt: skip
 _TOUCHPOINT_TIMES = frozenset({"scheduled_at", "due_at", "created_at"})
+_NEW_ENROLLMENT_COLUMNS = ("campaign_id", "recipient_id", "state", "enrolled_at", "trigger", "seen_events")
+ENROLL_CHUNK = 1000  # rows per multi-row insert: 6,000 parameters, within every driver's limit
 _ATTENTION_COLUMNS = (
     "recipient_id", "updated_at", "asset", "expectation", "fatigue", "engagement", "interests",
     "topic_last_sent", "recent_sends", "open_request", "last_inbound_at", "request_resolved_at",
@@ -425,11 +427,21 @@ class Store:
             return profile
 
     def segment_members(self, connection: sa.Connection, after: str | None, limit: int) -> list[Row]:
-        """Recipients in id order, a page at a time (segments filter them in Python)."""
-        query = sa.select(recipient_t).order_by(recipient_t.c.id).limit(limit)
-        if after is not None:
-            query = query.where(recipient_t.c.id > after)
-        return [dict(r) for r in connection.execute(query).mappings()]
+        """Recipients in id order, a page at a time (segments filter them in Python); straight
+        through the driver, as a segment run reads every recipient."""
+        mark = self._placeholders(1)
+        where = f" WHERE id > {mark}" if after is not None else ""
+        sql = f"SELECT {', '.join(_RECIPIENT_COLUMNS)} FROM recipient{where} ORDER BY id LIMIT {mark}"
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(sql, (after, limit) if after is not None else (limit,))
+            records = cursor.fetchall()
+        finally:
+            cursor.close()
+        rows = _decoded(records, _RECIPIENT_COLUMNS, _RECIPIENT_TIMES, ("attributes",))
+        for row in rows:
+            row["attributes"] = row["attributes"] or {}
+        return rows
 
     # -- events --------------------------------------------------------------------------------
 
@@ -515,14 +527,28 @@ class Store:
         return rows
 
     def enroll(self, connection: sa.Connection, enrollments: Sequence[Row], first_steps: Sequence[Row]) -> list[int]:
-        """Insert enrollments and, for each, its first touchpoint (``first_steps`` aligned)."""
+        """Insert enrollments and, for each, its first touchpoint (``first_steps`` aligned).
+
+        Multi-row inserts straight through the driver (a segment run enrolls everyone); the
+        new ids come back matched by (campaign, recipient), which is unique among active
+        enrollments (``uq_enrollment_active``)."""
         if not enrollments:
             return []
-        result = connection.execute(
-            enrollment_t.insert().returning(enrollment_t.c.id, sort_by_parameter_order=True),
-            list(enrollments),
-        )
-        ids = [row[0] for row in result]
+        columns = _NEW_ENROLLMENT_COLUMNS
+        one = f"({self._placeholders(len(columns))})"
+        new_ids: dict[tuple[str, str], int] = {}
+        cursor = connection.connection.cursor()
+        try:
+            for chunk in _chunks(list(enrollments), ENROLL_CHUNK):
+                cursor.execute(
+                    f"INSERT INTO enrollment ({', '.join(columns)}) VALUES {', '.join([one] * len(chunk))} "
+                    "RETURNING id, campaign_id, recipient_id",
+                    [self._enrollment_value(row, column) for row in chunk for column in columns],
+                )
+                new_ids.update({(campaign, recipient): id_ for id_, campaign, recipient in cursor.fetchall()})
+        finally:
+            cursor.close()
+        ids = [new_ids[(row["campaign_id"], row["recipient_id"])] for row in enrollments]
         touchpoints = []
         for enrollment_id, step in zip(ids, first_steps, strict=True):
             touchpoints.append(
@@ -546,6 +572,13 @@ class Store:
         )
         params = [tuple(ts(r[c]) if c in _TOUCHPOINT_TIMES else r[c] for c in _NEW_TOUCHPOINT_COLUMNS) for r in rows]
         connection.exec_driver_sql(sql, params)
+
+    def _enrollment_value(self, row: Row, column: str) -> Any:
+        if column == "enrolled_at":
+            return self._timestamp(row[column])
+        if column == "seen_events":
+            return _json_text(row.get(column) or [])
+        return row[column]
 
     def update_enrollments(self, connection: sa.Connection, rows: Sequence[Row]) -> None:
         """Write back changed enrollments (``id`` plus the columns to set)."""
@@ -615,7 +648,6 @@ class Store:
         json_columns: Collection[str] = (),
     ) -> list[Row]:
         """``SELECT columns FROM table WHERE key IN values``, straight through the driver."""
-        found: list[Row] = []
         cursor = connection.connection.cursor()  # the DBAPI cursor: no per-row wrapping
         try:
             records: list[Any] = []
@@ -625,15 +657,7 @@ class Store:
                 records.extend(cursor.fetchall())
         finally:
             cursor.close()
-        for record in records:
-            row = dict(zip(columns, record, strict=True))
-            for name in json_columns:
-                row[name] = _json_value(row[name])
-            for name in times:
-                if row[name] is not None:
-                    row[name] = utc_from_db(row[name])
-            found.append(row)
-        return found
+        return _decoded(records, columns, times, json_columns)
 
     def answered_touches(
         self, since: datetime, until: datetime, open_credit: float, limit: int
@@ -950,6 +974,22 @@ class Store:
             depth, oldest = connection.execute(query).one()
         oldest_at = utc_from_db(oldest)
         return int(depth), (now - oldest_at).total_seconds() if oldest_at is not None else None
+
+
+def _decoded(
+    records: Iterable[Sequence[Any]], columns: Sequence[str], times: Collection[str], json_columns: Collection[str]
+) -> list[Row]:
+    """Driver rows as dicts, with JSON columns parsed and timestamps as aware UTC datetimes."""
+    found: list[Row] = []
+    for record in records:
+        row = dict(zip(columns, record, strict=True))
+        for name in json_columns:
+            row[name] = _json_value(row[name])
+        for name in times:
+            if row[name] is not None:
+                row[name] = utc_from_db(row[name])
+        found.append(row)
+    return found
 
 
 def _json_text(value: Any) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 
 from scheduler import Engine
 
@@ -253,3 +254,68 @@ def test_a_trigger_event_respects_each_campaigns_reentry_rule(engine_factory, ca
     assert journeys("once") == ["completed"]
     assert journeys("again") == ["completed", "completed"]
     assert len(engine.adapter("email").sent) == 3
+
+
+WEEKLY = """
+id = "{id}"
+name = "{id}"
+kind = "marketing"
+[trigger]
+schedule = "0 9 * * MON"
+segment = {{ plan = "pro" }}
+reenroll = {reenroll}
+[[steps]]
+id = "only"
+after = "0m"
+channel = "email"
+subject = "This week"
+text = "News"
+"""
+
+
+def test_a_segment_run_enrolls_every_matching_recipient_once_per_instant(
+    engine_factory, campaigns_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cron instant enrolls the segment's members (read a page at a time), each with its first
+    touch; the same instant never runs twice; the next one re-enrolls only where `reenroll` says."""
+    monkeypatch.setattr("scheduler.journey.SEGMENT_PAGE", 2)  # several pages from five people
+    write_campaign(campaigns_dir, "weekly", WEEKLY.format(id="weekly", reenroll="true"))
+    write_campaign(campaigns_dir, "once", WEEKLY.format(id="once", reenroll="false"))
+    engine = engine_factory(caps={"enabled": False}, attention={"enabled": False, "holdout": 0.0})
+    people = [
+        {"id": f"p{n}", "email": f"p{n}@example.com", "timezone": "UTC", "attributes": {"plan": plan}}
+        for n, plan in enumerate(["pro", "free", "pro", "pro", "free"])
+    ]
+    assert not engine.upsert_recipients(people).rejected
+    monday = datetime(2026, 3, 2, 9, tzinfo=UTC)
+
+    def enrollments() -> list[tuple[str, str, str, datetime, str]]:
+        with engine.store.engine.connect() as connection:
+            rows = engine.store.enrollments_of(connection, [p["id"] for p in people])
+        return sorted((r["campaign_id"], r["recipient_id"], r["state"], r["enrolled_at"], r["trigger"]) for r in rows)
+
+    first = engine.tick(at=monday)
+    assert first.enrolled == 6
+    trigger = f"schedule:{monday.isoformat()}"
+    assert enrollments() == [
+        (campaign, rid, "completed", monday, trigger) for campaign in ("once", "weekly") for rid in ("p0", "p2", "p3")
+    ]
+    assert sorted((m.campaign_id, m.recipient_id) for m in engine.adapter("email").sent) == [
+        (campaign, rid) for campaign in ("once", "weekly") for rid in ("p0", "p2", "p3")
+    ]
+    assert engine.tick(at=monday + timedelta(minutes=1)).enrolled == 0
+    with engine.store.engine.connect() as connection:
+        links = connection.execute(
+            sa.text(
+                "SELECT t.campaign_id, t.recipient_id, e.campaign_id, e.recipient_id "
+                "FROM touchpoint t JOIN enrollment e ON e.id = t.enrollment_id"
+            )
+        ).all()
+    assert len(links) == 6 and all(tuple(link[:2]) == tuple(link[2:]) for link in links)  # each touch its own journey's
+
+    next_monday = monday + timedelta(days=7)
+    assert engine.tick(at=next_monday).enrolled == 3
+    weekly = [row for row in enrollments() if row[0] == "weekly"]
+    assert [(rid, at) for _, rid, _, at, _ in weekly] == [
+        (rid, at) for rid in ("p0", "p2", "p3") for at in (monday, next_monday)
+    ]
