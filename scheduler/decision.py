@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
+from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 from scheduler.attention import AttentionState, decayed, faded, half
-from scheduler.campaign import Campaign, Step
+from scheduler.campaign import WEEKDAYS, Campaign, Step
 from scheduler.config import Settings
 from scheduler.value import Estimate, TouchTerms, estimate, rested
 from scheduler.windows import (
@@ -351,14 +352,26 @@ def _window(campaign: Campaign) -> WeeklyWindow | None:
     spec = campaign.send_window
     if spec is None:
         return None
-    return WeeklyWindow(days=spec.weekday_numbers(), start=spec.start, end=spec.end)
+    return _weekly_window(tuple(spec.days), spec.start, spec.end)
 
 
 def _quiet(settings: Settings, marketing: bool) -> QuietHours | None:
     quiet = settings.quiet_hours
     if not quiet.enabled or (quiet.applies_to == "marketing" and not marketing):
         return None
-    return QuietHours(start=quiet.start, end=quiet.end)
+    return _quiet_hours(quiet.start, quiet.end)
+
+
+# Built for every decision from a handful of distinct settings: validated once, then shared
+# (both are frozen).
+@lru_cache(maxsize=256)
+def _weekly_window(days: tuple[str, ...], start: time, end: time | None) -> WeeklyWindow:
+    return WeeklyWindow(days=frozenset(WEEKDAYS.index(day) for day in days), start=start, end=end)
+
+
+@lru_cache(maxsize=16)
+def _quiet_hours(start: time, end: time) -> QuietHours:
+    return QuietHours(start=start, end=end)
 
 
 def _cap_inputs(
