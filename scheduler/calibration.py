@@ -181,3 +181,58 @@ def _root(groups: _Groups, start: float, lower: float, upper: float) -> float:
             return candidate
         kappa = candidate
     return kappa
+
+
+# -- the unsubscribe rate -----------------------------------------------------------------------
+
+LEARNED_UNSUBSCRIBE_KEY = "attention.learned_unsubscribe"  # in ``meta``: the last fit per channel
+
+
+@dataclass(frozen=True, slots=True)
+class RiskFit:
+    """How often one channel's sends really end a relationship, against the model's p_u.
+
+    ``ratio`` scales the configured ``unsubscribe_base``: the observed count of unsubscribes
+    and complaints over the count the configured model expected (Σ p_u), each side given
+    ``prior_count`` expected events at ratio 1, so a few events cannot swing it."""
+
+    ratio: float
+    observed: float
+    expected: float
+    touches: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        """JSON-ready form, as kept in ``meta``."""
+        return {
+            "ratio": round(self.ratio, 4),
+            "observed": round(self.observed, 1),
+            "expected": round(self.expected, 2),
+            "touches": self.touches,
+        }
+
+
+def fit_unsubscribe_ratio(
+    expected: Sequence[float],
+    observed: Sequence[float],
+    *,
+    prior_count: float,
+    low: float,
+    high: float,
+    min_touches: int,
+) -> RiskFit | None:
+    """The ratio for one channel from its sends: ``expected`` holds each send's p_u under the
+    configured settings, ``observed`` 1 where it drew an unsubscribe or complaint, else 0.
+    None when there are too few sends or nothing was expected."""
+    if len(expected) != len(observed):
+        raise ValueError("expected and observed must be aligned")
+    total_expected = float(sum(expected))
+    if len(expected) < min_touches or total_expected + prior_count <= 0:
+        return None
+    total_observed = float(sum(observed))
+    ratio = (total_observed + prior_count) / (total_expected + prior_count)
+    return RiskFit(
+        ratio=min(high, max(low, ratio)),
+        observed=total_observed,
+        expected=total_expected,
+        touches=len(expected),
+    )

@@ -167,6 +167,9 @@ class AttentionSettings(_Section):
     novelty_drop: float = Field(0.5, ge=0, le=1)
     novelty_half_life: Duration = timedelta(days=7)
     unsubscribe_base: dict[str, NonNegativeFloat] = Field(default_factory=lambda: {"email": 0.002, "sms": 0.005})
+    unsubscribe_learning: Literal["off", "measure", "apply"] = "measure"
+    unsubscribe_prior_count: float = Field(20.0, ge=0)
+    unsubscribe_ratio_bounds: tuple[NonNegativeFloat, NonNegativeFloat] = (0.1, 10.0)
     kappa_u: float = Field(0.3, ge=0)
     unsubscribe_max: float = Field(0.2, ge=0, le=1)
     positive_outcome: float = Field(0.6, ge=0, le=1)
@@ -175,14 +178,19 @@ class AttentionSettings(_Section):
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> AttentionSettings:
-        low, high = self.kappa_bounds
-        if low > high:
-            raise ValueError("attention.kappa_bounds must be [low, high] with low <= high")
+        for name in ("kappa_bounds", "unsubscribe_ratio_bounds"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ValueError(f"attention.{name} must be [low, high] with low <= high")
         return self
 
     def kappa_for(self, channel: str) -> float:
         """κ of a channel: its own (set or learned), else ``kappa``."""
         return self.channel_kappa.get(channel, self.kappa)
+
+    def unsubscribe_base_for(self, channel: str) -> float:
+        """The unsubscribe base rate of a channel (set or learned), else email's."""
+        return self.unsubscribe_base.get(channel, self.unsubscribe_base.get("email", 0.002))
 
 
 class AnalyticsSettings(_Section):

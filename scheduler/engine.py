@@ -32,7 +32,15 @@ from adapters import Adapter, AdapterSettings, Message, SendResult, SendStatus
 from adapters.limits import Throttled
 from scheduler import metrics
 from scheduler.attention import AttentionState, decayed, from_row, on_send, to_row
-from scheduler.calibration import LEARNED_KAPPA_KEY, AnsweredTouch, KappaFit, fit_kappa
+from scheduler.calibration import (
+    LEARNED_KAPPA_KEY,
+    LEARNED_UNSUBSCRIBE_KEY,
+    AnsweredTouch,
+    KappaFit,
+    RiskFit,
+    fit_kappa,
+    fit_unsubscribe_ratio,
+)
 from scheduler.campaign import Campaign, Step
 from scheduler.catalog import CampaignCatalog, ReloadReport
 from scheduler.config import Settings
@@ -47,10 +55,10 @@ from scheduler.decision import (
 from scheduler.errors import DatabaseUnavailable, RecordError, TactError
 from scheduler.journey import Journeys, recipient_fields
 from scheduler.records import parse_event, parse_recipient
-from scheduler.store import BatchWrite, Row, Store
+from scheduler.store import AnsweredSend, BatchWrite, Row, Store
 from scheduler.templates import RenderedMessage
 from scheduler.tokens import TokenSigner
-from scheduler.value import estimate
+from scheduler.value import estimate, unsubscribe_p
 
 log = structlog.get_logger("tact.engine")
 T = TypeVar("T")
@@ -456,17 +464,19 @@ class Engine:
     # -- learning ------------------------------------------------------------------------------
 
     def load_learned(self) -> dict[str, float]:
-        """With ``kappa_learning = "apply"``, use the κ per channel last learned (kept in
-        ``meta``), so a restart or ``tact explain`` decides as the running engine does; return
-        the κ now in use from learning (empty otherwise)."""
+        """With ``kappa_learning`` or ``unsubscribe_learning`` set to ``"apply"``, use what was
+        last learned per channel (kept in ``meta``), so a restart or ``tact explain`` decides as
+        the running engine does; return the κ now in use from learning (empty otherwise)."""
         self._learned_loaded = True
         params = self.settings.attention
-        if params.kappa_learning == "off":
-            return {}
-        stored = self.learned_fits()
+        stored = self.learned_fits() if params.kappa_learning != "off" else {}
+        risks = self.learned_unsubscribe() if params.unsubscribe_learning != "off" else {}
         fitted_at = [datetime.fromisoformat(fit["history"][-1][0]) for fit in stored.values() if fit.get("history")]
+        fitted_at += [datetime.fromisoformat(fit["at"]) for fit in risks.values() if fit.get("at")]
         if fitted_at:
             self._learned_at = max(fitted_at)  # a `tact tick` every minute need not refit each time
+        if params.unsubscribe_learning == "apply" and risks:
+            self._use_unsubscribe({channel: float(fit["ratio"]) for channel, fit in risks.items()})
         if params.kappa_learning != "apply":
             return {}
         learned = {channel: float(fit["kappa"]) for channel, fit in stored.items()}
@@ -475,26 +485,37 @@ class Engine:
         return learned
 
     def learn(self, now: datetime) -> dict[str, KappaFit]:
-        """Fit κ per channel from the marketing touches of the last ``learn_window`` whose answers
-        are in (docs/attention-model.md, "Learning κ") and keep the fit in ``meta``; with
-        ``kappa_learning = "apply"``, decide with it from now on."""
+        """Fit κ and the unsubscribe rate per channel from the marketing touches of the last
+        ``learn_window`` whose answers are in (docs/attention-model.md, "Learning κ" and
+        "Learning the unsubscribe rate") and keep the fits in ``meta``; with a mode set to
+        ``"apply"``, decide with that fit from now on. Returns the κ fits."""
         self._learned_at = now
         params = self.settings.attention
-        if not params.enabled or params.kappa_learning == "off":
+        if not params.enabled or (params.kappa_learning == "off" and params.unsubscribe_learning == "off"):
             return {}
-        apply = params.kappa_learning == "apply"
         settled = now - max(params.outcome_window.values(), default=timedelta(hours=72))
         since = settled - params.learn_window
+        answered = self.store.answered_touches(since, settled, params.open_credit, params.learn_max_touches)
+        if params.unsubscribe_learning != "off":
+            self._learn_unsubscribe(answered, now)
+        if params.kappa_learning == "off":
+            return {}
+        return self._learn_kappa(answered, since, now)
+
+    def _learn_kappa(self, answered: Sequence[AnsweredSend], since: datetime, now: datetime) -> dict[str, KappaFit]:
+        params = self.settings.attention
+        apply = params.kappa_learning == "apply"
         stored = self.learned_fits()
         # The κ in force over time, to take each touch's own fatigue factor out of its p̂.
         histories = {
             c: [(datetime.fromisoformat(at), k) for at, k in fit.get("history", [])] for c, fit in stored.items()
         }
         touches: dict[str, list[AnsweredTouch]] = {}
-        answered = self.store.answered_touches(since, settled, params.open_credit, params.learn_max_touches)
-        for recipient, channel, at, fatigue, predicted, engaged in answered:
-            then = _kappa_at(histories.get(channel, []), at, self._configured.kappa_for(channel))
-            touches.setdefault(channel, []).append(AnsweredTouch(recipient, fatigue, predicted, then, engaged))
+        for send in answered:
+            then = _kappa_at(histories.get(send.channel, []), send.at, self._configured.kappa_for(send.channel))
+            touches.setdefault(send.channel, []).append(
+                AnsweredTouch(send.recipient, send.fatigue, send.predicted, then, send.engaged)
+            )
         low, high = params.kappa_bounds
         fits: dict[str, KappaFit] = {}
         for channel, found in sorted(touches.items()):
@@ -519,6 +540,52 @@ class Engine:
                 self._use_kappa({channel: fit.kappa for channel, fit in fits.items()})
             log.info("kappa_learned", applied=apply, **{channel: round(fit.kappa, 3) for channel, fit in fits.items()})
         return fits
+
+    def _learn_unsubscribe(self, answered: Sequence[AnsweredSend], now: datetime) -> dict[str, RiskFit]:
+        """How often each channel's sends really drew an unsubscribe or complaint, against the
+        p_u the configured settings give them; kept in ``meta`` and, applied, scaling
+        ``unsubscribe_base``."""
+        params, configured = self.settings.attention, self._configured
+        sends: dict[str, tuple[list[float], list[float]]] = {}
+        for send in answered:
+            expected, observed = sends.setdefault(send.channel, ([], []))
+            expected.append(unsubscribe_p(send.channel, send.fatigue, send.asset, send.relevance, configured))
+            observed.append(1.0 if send.rebuffed else 0.0)
+        low, high = params.unsubscribe_ratio_bounds
+        fits: dict[str, RiskFit] = {}
+        for channel, (expected, observed) in sorted(sends.items()):
+            fit = fit_unsubscribe_ratio(
+                expected, observed, prior_count=params.unsubscribe_prior_count, low=low, high=high,
+                min_touches=params.learn_min_touches,
+            )  # fmt: skip
+            if fit is not None:
+                fits[channel] = fit
+        if not fits:
+            return {}
+        apply = params.unsubscribe_learning == "apply"
+        stored = self.learned_unsubscribe()
+        for channel, fit in fits.items():
+            base = configured.unsubscribe_base_for(channel) * fit.ratio
+            stored[channel] = {**fit.as_dict(), "base": round(base, 6), "applied": apply, "at": now.isoformat()}
+        self.store.set_meta({LEARNED_UNSUBSCRIBE_KEY: json.dumps(stored, sort_keys=True)})
+        if apply:  # as kept, so that a restart decides exactly as this engine does
+            self._use_unsubscribe({channel: float(stored[channel]["ratio"]) for channel in fits})
+        ratios = {channel: round(fit.ratio, 3) for channel, fit in fits.items()}
+        log.info("unsubscribe_learned", applied=apply, **ratios)
+        return fits
+
+    def learned_unsubscribe(self) -> dict[str, dict[str, Any]]:
+        """The last unsubscribe-rate fit per channel as kept in ``meta`` (empty before the first)."""
+        stored = self.store.get_meta(LEARNED_UNSUBSCRIBE_KEY)
+        return dict(json.loads(stored)) if stored else {}
+
+    def _use_unsubscribe(self, ratios: Mapping[str, float]) -> None:
+        attention = self.settings.attention
+        learned = {channel: self._configured.unsubscribe_base_for(channel) * ratio for channel, ratio in ratios.items()}
+        base = {**attention.unsubscribe_base, **learned}
+        self.settings = self.settings.model_copy(
+            update={"attention": attention.model_copy(update={"unsubscribe_base": base})}
+        )
 
     def learned_fits(self) -> dict[str, dict[str, Any]]:
         """The last κ fit per channel as kept in ``meta`` (empty before the first)."""

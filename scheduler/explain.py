@@ -82,6 +82,17 @@ def explain_recipient(engine: Engine, recipient_id: str, at: datetime | None = N
         return f"{channel} {params.kappa_for(channel):.2f}"
 
     lines.append("  fatigue weight kappa: " + ", ".join(weight(channel) for channel in settings.channels))
+    risks = engine.learned_unsubscribe() if params.unsubscribe_learning != "off" else {}
+
+    def risk(channel: str) -> str:
+        base = f"{channel} {params.unsubscribe_base_for(channel):.4f}"
+        if channel not in risks:
+            return base
+        if params.unsubscribe_learning == "apply":
+            return f"{base} (learned)"
+        return f"{base} (answers suggest {risks[channel]['base']:.4f})"
+
+    lines.append("  unsubscribe base rate: " + ", ".join(risk(channel) for channel in settings.channels))
     if state.interests:
         top = sorted(state.interests.items(), key=lambda item: -item[1])[:5]
         lines.append("  interests: " + ", ".join(f"{topic} {level:.2f}" for topic, level in top))

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 import sqlalchemy as sa
@@ -219,6 +219,20 @@ class BatchWrite:
     attention: list[Row] = field(default_factory=list)
     enrollments_ended: list[Row] = field(default_factory=list)
     suppressed: list[tuple[str, datetime, str]] = field(default_factory=list)  # recipient, at, reason
+
+
+class AnsweredSend(NamedTuple):
+    """One sent marketing touch whose outcome window has closed, as the learning reads it."""
+
+    recipient: str
+    channel: str
+    at: datetime
+    fatigue: float  # F when it was decided
+    predicted: float  # p̂ when it was decided
+    asset: float  # A when it was decided
+    relevance: float  # ρ when it was decided
+    engaged: float  # 1 for a click, reply or conversion, the open credit for an open alone, else 0
+    rebuffed: bool  # it drew an unsubscribe or a complaint
 
 
 @dataclass(frozen=True, slots=True)
@@ -659,20 +673,18 @@ class Store:
             cursor.close()
         return _decoded(records, columns, times, json_columns)
 
-    def answered_touches(
-        self, since: datetime, until: datetime, open_credit: float, limit: int
-    ) -> list[tuple[str, str, datetime, float, float, float]]:
-        """The latest ``limit`` marketing touches sent in [since, until) with the fatigue and p̂
-        they were decided at, and how they were answered: (recipient, channel, at, fatigue, p̂,
-        engaged), engaged being 1 for a click, reply or conversion, ``open_credit`` for an open
-        alone, else 0."""
+    def answered_touches(self, since: datetime, until: datetime, open_credit: float, limit: int) -> list[AnsweredSend]:
+        """The latest ``limit`` marketing touches sent in [since, until) with the numbers they
+        were decided at, and how they were answered (``AnsweredSend``)."""
         mark = self._placeholders(1)
         # One look-up per send through the event index, not a join grouped by send; straight
         # through the driver, as this reads tens of thousands of rows a day.
+        answers = "FROM event e WHERE e.touchpoint_id = s.touchpoint_id"
         sql = (
-            "SELECT s.recipient_id, s.channel, s.at, s.fatigue, s.engagement_p, "
+            "SELECT s.recipient_id, s.channel, s.at, s.fatigue, s.engagement_p, s.asset, s.relevance, "
             "(SELECT MAX(CASE WHEN e.type IN ('clicked', 'replied', 'converted') THEN 1.0 "
-            f"WHEN e.type = 'opened' THEN {mark} ELSE 0.0 END) FROM event e WHERE e.touchpoint_id = s.touchpoint_id) "
+            f"WHEN e.type = 'opened' THEN {mark} ELSE 0.0 END) {answers}), "
+            f"(SELECT MAX(CASE WHEN e.type IN ('unsubscribed', 'complained') THEN 1 ELSE 0 END) {answers}) "
             f"FROM send_log s WHERE s.decision = 'sent' AND s.at >= {mark} AND s.at < {mark} "
             "AND s.kind = 'marketing' AND s.fatigue IS NOT NULL AND s.engagement_p IS NOT NULL "
             f"ORDER BY s.at DESC LIMIT {mark}"
@@ -685,10 +697,11 @@ class Store:
                 rows = cursor.fetchall()
             finally:
                 cursor.close()
-        return [
-            (recipient, channel, _utc(at), float(fatigue), float(predicted), float(engaged or 0.0))
-            for recipient, channel, at, fatigue, predicted, engaged in rows
-        ]
+        sends = []
+        for recipient, channel, at, fatigue, predicted, asset, relevance, engaged, rebuffed in rows:
+            numbers = (float(fatigue), float(predicted), float(asset or 0.0), float(relevance or 0.0))
+            sends.append(AnsweredSend(recipient, channel, _utc(at), *numbers, float(engaged or 0.0), bool(rebuffed)))
+        return sends
 
     def attention_due(self, connection: sa.Connection, now: datetime, limit: int) -> dict[str, Row]:
         """Attention rows with an outcome window closed by ``now``."""

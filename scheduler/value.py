@@ -56,12 +56,7 @@ def estimate(state: AttentionState, terms: TouchTerms, at: datetime, params: Att
     p_hat = min(1.0, engagement_rate(state, terms.channel, params) * dulled * novelty * (0.5 + asset))
     worth = max(terms.recipient_value, 0.0)
     benefit = p_hat * terms.value * (0.25 + 0.75 * rho) * worth
-    weight = params.fatigue_weight.get(terms.channel, 1.0)
-    base = params.unsubscribe_base.get(terms.channel, params.unsubscribe_base.get("email", 0.002))
-    p_unsub = min(
-        params.unsubscribe_max,
-        base * math.exp(params.kappa_u * (fatigue + weight)) * (1.5 - asset) * (1.2 - 0.4 * rho),
-    )
+    p_unsub = unsubscribe_p(terms.channel, fatigue, asset, rho, params)
     loss = worth * params.unsubscribe_loss * (asset + terms.remaining)
     # E[ΔA]: the asset's move if the touch earns a typical positive answer, or is ignored.
     engaged = asset_step(asset, state.expectation, params.positive_outcome, params) - asset
@@ -76,6 +71,17 @@ def estimate(state: AttentionState, terms: TouchTerms, at: datetime, params: Att
         loss=loss,
         asset_change=asset_change,
         net_value=net,
+    )
+
+
+def unsubscribe_p(channel: str, fatigue: float, asset: float, rho: float, params: AttentionSettings) -> float:
+    """p_u: the chance a touch on ``channel`` ends the relationship, at fatigue F, asset A and
+    relevance ρ."""
+    weight = params.fatigue_weight.get(channel, 1.0)
+    base = params.unsubscribe_base_for(channel)
+    return min(
+        params.unsubscribe_max,
+        base * math.exp(params.kappa_u * (fatigue + weight)) * (1.5 - asset) * (1.2 - 0.4 * rho),
     )
 
 

@@ -258,6 +258,7 @@ class PolicyResult:
     losses_per_recipient: list[int]  # unsubscribes + complaints
     seconds: float
     learned_kappa: dict[str, dict[str, Any]] = field(default_factory=dict)  # per channel, at the end
+    learned_unsubscribe: dict[str, dict[str, Any]] = field(default_factory=dict)  # per channel, at the end
 
 
 @dataclass
@@ -306,6 +307,13 @@ def learned_kappa(engine: Engine) -> dict[str, dict[str, Any]]:
     it learned nothing: the model off, learning off, or too few answered sends)."""
     fits = engine.learned_fits()
     return {channel: {k: v for k, v in fit.items() if k != "history"} for channel, fit in sorted(fits.items())}
+
+
+def learned_unsubscribe(engine: Engine) -> dict[str, dict[str, Any]]:
+    """The unsubscribe-rate ratio the engine learned per channel by the end of the run (empty
+    when it learned nothing)."""
+    fits = engine.learned_unsubscribe()
+    return {channel: {k: v for k, v in fit.items() if k != "at"} for channel, fit in sorted(fits.items())}
 
 
 def compare(treatment: PolicyResult, baseline: PolicyResult, *, seed: int, rounds: int = 1000) -> Comparison:

@@ -117,6 +117,13 @@ def render_text(result: SimulationResult, console: Console) -> None:
                 f" (answers fit {fit['estimate']:.2f} ± {fit['standard_error']:.2f} from {fit['touches']:,} sends;"
                 f" steepness {fit['steepness']:.2f})"
             )
+        for channel, risk in run.learned_unsubscribe.items():
+            state = "" if risk["applied"] else " (measured, not applied)"
+            console.print(
+                f"{name} learned unsubscribe rate on {channel}: {risk['ratio']:.2f} × the configured base{state}"
+                f" ({risk['observed']:.0f} unsubscribes and complaints where {risk['expected']:.1f} were expected,"
+                f" from {risk['touches']:,} sends)"
+            )
     violations = {name: run.consent_violations for name, run in result.policies().items()}
     for run in result.cap_grid:
         violations[run.run.label] = run.consent_violations
@@ -157,6 +164,7 @@ def _policy_json(run: PolicyResult) -> dict[str, Any]:
         "decisions": dict(run.decisions),
         "consent_violations": run.consent_violations,
         "learned_kappa": run.learned_kappa,
+        "learned_unsubscribe": run.learned_unsubscribe,
         "seconds": run.seconds,
     }
 

@@ -45,6 +45,7 @@ from scheduler.simulation.metrics import (
     compare,
     decision_counts,
     learned_kappa,
+    learned_unsubscribe,
     model_assets,
     summarize,
 )
@@ -307,7 +308,7 @@ def run_policy(options: SimulationOptions, run: PolicyRun, report: Progress | No
         options.config_path, options.campaigns_dir, caps=run.caps, attention=run.attention,
         database_url=f"sqlite:///{kept}" if kept else "sqlite://",
     )  # fmt: skip
-    measure_at_end = _fit_kappa_at_end_only(engine, options.days)
+    measure_at_end = _fit_at_end_only(engine, options.days)
     try:
         population = generate_population(
             options.recipients, options.seed, engine.catalog, start=start, days=options.days,
@@ -350,6 +351,7 @@ def run_policy(options: SimulationOptions, run: PolicyRun, report: Progress | No
         if measure_at_end:
             engine.learn(tally.end)
         learned = learned_kappa(engine)
+        risks = learned_unsubscribe(engine)
     finally:
         engine.close()
     trusts = [world.trust(person) for person in population.people]
@@ -366,15 +368,18 @@ def run_policy(options: SimulationOptions, run: PolicyRun, report: Progress | No
         losses_per_recipient=[u + c for u, c in zip(tally.unsubscribes, tally.complaints, strict=True)],
         seconds=time.perf_counter() - began,
         learned_kappa=learned,
+        learned_unsubscribe=risks,
     )
 
 
-def _fit_kappa_at_end_only(engine: Engine, days: int) -> bool:
-    """With ``kappa_learning = "measure"`` the fit never changes a decision, and the report shows
-    only the last one: fit once, at the end of the run, instead of every simulated day (which
-    costs a long value run about a tenth of its time). Return whether the caller must fit."""
+def _fit_at_end_only(engine: Engine, days: int) -> bool:
+    """When learning only measures (no mode is ``"apply"``), a fit never changes a decision and
+    the report shows only the last one: fit once, at the end of the run, instead of every
+    simulated day (which costs a long value run about a tenth of its time). Return whether the
+    caller must fit."""
     attention = engine.settings.attention
-    if not attention.enabled or attention.kappa_learning != "measure":
+    modes = {attention.kappa_learning, attention.unsubscribe_learning}
+    if not attention.enabled or "apply" in modes or modes == {"off"}:
         return False
     once = attention.model_copy(update={"learn_interval": timedelta(days=days + 1)})
     engine.settings = engine.settings.model_copy(update={"attention": once})

@@ -103,6 +103,7 @@ def test_value_run_reports_the_kappa_it_learned() -> None:
     result = run_simulation(options)
     document = to_json(result)
     assert document["policies"]["fixed"]["learned_kappa"] == {}
+    assert document["policies"]["fixed"]["learned_unsubscribe"] == {}
     fit = document["policies"]["value"]["learned_kappa"]["email"]
     assert set(fit) == {
         "kappa", "steepness", "estimate", "standard_error", "touches", "answered", "observed_fatigue", "applied",
@@ -115,14 +116,26 @@ def test_value_run_reports_the_kappa_it_learned() -> None:
     assert f"value learned kappa on email: {fit['kappa']:.2f}" in console.export_text()
 
 
-def test_value_run_measuring_kappa_reports_the_fit_at_its_end() -> None:
-    """Measuring (the default mode) fits once, at the end of the run, and reports it unapplied."""
+def test_value_run_measuring_reports_the_fits_at_its_end() -> None:
+    """Measuring (the default mode) fits κ and the unsubscribe rate once, at the end of the run,
+    and reports them unapplied."""
     learning = {"learn_min_touches": 50, "learn_min_answered": 5, "learn_window": "10d", "kappa_learning": "measure"}
     options = replace(OPTIONS, policies=("value",), value_overrides=learning)
-    fit = to_json(run_simulation(options))["policies"]["value"]["learned_kappa"]["email"]
+    result = run_simulation(options)
+    value = to_json(result)["policies"]["value"]
+    fit = value["learned_kappa"]["email"]
     assert fit["applied"] is False
     assert fit["touches"] >= 50
     assert 0.1 <= fit["kappa"] <= 1.5
+    risk = value["learned_unsubscribe"]["email"]
+    assert set(risk) == {"ratio", "observed", "expected", "touches", "base", "applied"}
+    assert risk["applied"] is False
+    assert risk["touches"] == fit["touches"]
+    assert 0.1 <= risk["ratio"] <= 10.0
+    console = Console(record=True, width=240)
+    render_text(result, console)
+    line = f"value learned unsubscribe rate on email: {risk['ratio']:.2f} × the configured base"
+    assert line in console.export_text()
 
 
 def test_text_report_names_every_policy(result: SimulationResult) -> None:

@@ -1,5 +1,6 @@
 """Learning κ from answered touches: the estimate recovers the fatigue slope that produced the
-answers, ignores how responsive each recipient is, and stays put without evidence."""
+answers, ignores how responsive each recipient is, and stays put without evidence; the
+unsubscribe rate is observed over expected, steadied by a prior."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import random
 
 import pytest
 
-from scheduler.calibration import AnsweredTouch, KappaFit, fit_kappa
+from scheduler.calibration import AnsweredTouch, KappaFit, fit_kappa, fit_unsubscribe_ratio
 
 LIMITS = {"low": 0.05, "high": 5.0, "min_touches": 100, "min_answered": 20.0}
 
@@ -115,3 +116,29 @@ def test_too_little_evidence_learns_nothing() -> None:
     assert fit_kappa(silent, configured=0.5, reference=1.0, prior_sd=1.0, **LIMITS) is None  # type: ignore[arg-type]
     flat = [AnsweredTouch(t.recipient, 1.0, t.predicted, t.kappa, t.engaged) for t in audience(1.0)]
     assert fit_kappa(flat, configured=0.5, reference=1.0, prior_sd=1.0, **LIMITS) is None  # type: ignore[arg-type]
+
+
+def test_unsubscribe_ratio_is_observed_over_expected_with_the_prior_pseudo_count() -> None:
+    """The ratio counts the prior as that many expected events at ratio 1 on both sides."""
+    expected = [0.01] * 4000  # 40 expected
+    observed = [1.0] * 10 + [0.0] * 3990  # 10 seen
+    fit = fit_unsubscribe_ratio(expected, observed, prior_count=20.0, low=0.1, high=10.0, min_touches=1000)
+    assert fit is not None
+    assert fit.ratio == pytest.approx(30 / 60)
+    assert (fit.observed, fit.expected, fit.touches) == (10.0, pytest.approx(40.0), 4000)
+    bare = fit_unsubscribe_ratio(expected, observed, prior_count=0.0, low=0.1, high=10.0, min_touches=1000)
+    assert bare is not None and bare.ratio == pytest.approx(0.25)
+
+
+def test_unsubscribe_ratio_is_held_within_its_bounds_and_needs_enough_sends() -> None:
+    """No unsubscribe at all cannot take the base rate below the lower bound; too few sends, or
+    misaligned inputs, give no fit."""
+    expected = [0.05] * 2000
+    silent = fit_unsubscribe_ratio(expected, [0.0] * 2000, prior_count=0.0, low=0.1, high=10.0, min_touches=1000)
+    assert silent is not None and silent.ratio == 0.1
+    loud = fit_unsubscribe_ratio(expected, [1.0] * 2000, prior_count=0.0, low=0.1, high=10.0, min_touches=1000)
+    assert loud is not None and loud.ratio == 10.0
+    scarce = fit_unsubscribe_ratio(expected[:999], [0.0] * 999, prior_count=20.0, low=0.1, high=10.0, min_touches=1000)
+    assert scarce is None
+    with pytest.raises(ValueError, match="aligned"):
+        fit_unsubscribe_ratio(expected, [0.0], prior_count=20.0, low=0.1, high=10.0, min_touches=1)
