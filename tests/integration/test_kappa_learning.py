@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,33 +16,11 @@ from scheduler import Engine
 from scheduler.calibration import LEARNED_KAPPA_KEY
 from scheduler.explain import explain_recipient
 from scheduler.store import event_t, send_log_t
-
-CAMPAIGN = """
-id = "news"
-kind = "marketing"
-[trigger]
-event = "signed_up"
-[[steps]]
-id = "issue"
-after = "0m"
-channel = "email"
-subject = "News"
-text = "News"
-"""
-
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+from tests.integration.learning_scenario import NOW, learning_engine
 
 
 def make_engine(database_url: str, directory: Path, **attention: Any) -> Engine:
-    directory.mkdir(exist_ok=True)
-    (directory / "news.toml").write_text(CAMPAIGN)
-    return Engine.from_config(
-        None,
-        database_url=database_url,
-        channels={"email": "memory", "sms": "memory"},
-        campaigns_dir=str(directory),
-        attention={"holdout": 0.0, "kappa_learning": "apply", **attention},
-    )
+    return learning_engine(database_url, directory, {"kappa_learning": "apply", **attention})
 
 
 def log_answered_sends(engine: Engine, true_kappa: float, *, recipients: int = 300, seed: int = 3) -> int:

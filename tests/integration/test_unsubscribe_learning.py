@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,34 +18,14 @@ from scheduler.config import AttentionSettings
 from scheduler.explain import explain_recipient
 from scheduler.store import event_t, send_log_t
 from scheduler.value import unsubscribe_p
+from tests.integration.learning_scenario import NOW, learning_engine
 
-CAMPAIGN = """
-id = "news"
-kind = "marketing"
-[trigger]
-event = "signed_up"
-[[steps]]
-id = "issue"
-after = "0m"
-channel = "email"
-subject = "News"
-text = "News"
-"""
-
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SENDS = 20000
 
 
 def make_engine(database_url: str, directory: Path, **attention: Any) -> Engine:
-    directory.mkdir(exist_ok=True)
-    (directory / "news.toml").write_text(CAMPAIGN)
-    return Engine.from_config(
-        None,
-        database_url=database_url,
-        channels={"email": "memory", "sms": "memory"},
-        campaigns_dir=str(directory),
-        attention={"holdout": 0.0, "kappa_learning": "off", "unsubscribe_learning": "apply", **attention},
-    )
+    defaults = {"kappa_learning": "off", "unsubscribe_learning": "apply"}
+    return learning_engine(database_url, directory, {**defaults, **attention})
 
 
 def log_sends(engine: Engine, true_ratio: float, *, sends: int = SENDS, seed: int = 5) -> float:
