@@ -576,28 +576,27 @@ class Engine:
 
     def learned_unsubscribe(self) -> dict[str, dict[str, Any]]:
         """The last unsubscribe-rate fit per channel as kept in ``meta`` (empty before the first)."""
-        stored = self.store.get_meta(LEARNED_UNSUBSCRIBE_KEY)
-        return dict(json.loads(stored)) if stored else {}
+        return self._learned(LEARNED_UNSUBSCRIBE_KEY)
 
     def _use_unsubscribe(self, ratios: Mapping[str, float]) -> None:
-        attention = self.settings.attention
         learned = {channel: self._configured.unsubscribe_base_for(channel) * ratio for channel, ratio in ratios.items()}
-        base = {**attention.unsubscribe_base, **learned}
-        self.settings = self.settings.model_copy(
-            update={"attention": attention.model_copy(update={"unsubscribe_base": base})}
-        )
+        self._set_attention(unsubscribe_base={**self.settings.attention.unsubscribe_base, **learned})
 
     def learned_fits(self) -> dict[str, dict[str, Any]]:
         """The last κ fit per channel as kept in ``meta`` (empty before the first)."""
-        stored = self.store.get_meta(LEARNED_KAPPA_KEY)
+        return self._learned(LEARNED_KAPPA_KEY)
+
+    def _learned(self, key: str) -> dict[str, dict[str, Any]]:
+        stored = self.store.get_meta(key)
         return dict(json.loads(stored)) if stored else {}
 
     def _use_kappa(self, learned: Mapping[str, float]) -> None:
-        attention = self.settings.attention
-        channel_kappa = {**attention.channel_kappa, **learned}
-        self.settings = self.settings.model_copy(
-            update={"attention": attention.model_copy(update={"channel_kappa": channel_kappa})}
-        )
+        self._set_attention(channel_kappa={**self.settings.attention.channel_kappa, **learned})
+
+    def _set_attention(self, **changes: Any) -> None:
+        """Decide with these ``[attention]`` values from now on (what learning applies)."""
+        attention = self.settings.attention.model_copy(update=changes)
+        self.settings = self.settings.model_copy(update={"attention": attention})
 
     @staticmethod
     def _report_lost(lost: int) -> None:

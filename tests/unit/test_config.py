@@ -79,6 +79,7 @@ def test_relative_campaigns_dir_follows_the_file(tmp_path: Path) -> None:
         ("[engine]\ntick_interval = 'soon'\n", "engine.tick_interval"),
         ("[database\n", "tact.toml"),
         ("[attention]\nkappa_bounds = [1.5, 0.1]\n", "attention.kappa_bounds must be"),
+        ("[attention]\nunsubscribe_ratio_bounds = [10.0, 0.1]\n", "attention.unsubscribe_ratio_bounds must be"),
     ],
 )
 def test_bad_config_names_the_problem(tmp_path: Path, text: str, expected: str) -> None:
