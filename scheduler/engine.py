@@ -31,7 +31,7 @@ import structlog
 from adapters import Adapter, AdapterSettings, Message, SendResult, SendStatus
 from adapters.limits import Throttled
 from scheduler import metrics
-from scheduler.attention import AttentionState, decayed, from_row, on_send, to_row
+from scheduler.attention import AttentionState, decayed, on_send
 from scheduler.calibration import (
     LEARNED_KAPPA_KEY,
     LEARNED_UNSUBSCRIBE_KEY,
@@ -611,11 +611,10 @@ class Engine:
         keep = cap_memory(self.settings)
         for recipient_id, touchpoints in by_recipient.items():
             recipient = context.recipients.get(recipient_id)
-            state_row = context.attention.get(recipient_id)
-            state = from_row(state_row) if state_row else AttentionState.initial(self.settings.attention)
-            before = state
-            state = decayed(state, now, self.settings.attention)  # once per recipient and batch
-            settled = state if state_row and _open_windows(before) != _open_windows(state) else None
+            stored = context.attention.get(recipient_id)
+            before = stored or AttentionState.initial(self.settings.attention)
+            state = decayed(before, now, self.settings.attention)  # once per recipient and batch
+            settled = state if stored and _open_windows(before) != _open_windows(state) else None
             view = None
             if recipient is not None:
                 view = RecipientView(
@@ -906,8 +905,7 @@ class Engine:
             elif sent and item.campaign is not None and item.step is not None:
                 base = states.get(rid)
                 if base is None:
-                    state_row = context.attention.get(rid)
-                    base = from_row(state_row) if state_row else AttentionState.initial(self.settings.attention)
+                    base = context.attention.get(rid) or AttentionState.initial(self.settings.attention)
                 states[rid] = on_send(
                     base, channel=item.step.channel, kind=item.campaign.kind, topics=item.step.topics,
                     at=now, params=self.settings.attention, keep=keep, touchpoint_id=tp["id"],
@@ -917,7 +915,7 @@ class Engine:
             rid = item.touchpoint["recipient_id"]
             if item.settled is not None and rid not in states:
                 states[rid] = item.settled
-        write.attention.extend({"recipient_id": rid, **to_row(state)} for rid, state in states.items())
+        write.attention.update(states)
         return write, rows
 
     def _outcome(self, item: _Planned) -> tuple[str, str]:

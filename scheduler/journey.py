@@ -13,7 +13,7 @@ import structlog
 from apscheduler.triggers.cron import CronTrigger
 
 from scheduler import metrics
-from scheduler.attention import MODEL_EVENTS, AttentionState, decayed, from_row, on_event, to_row
+from scheduler.attention import MODEL_EVENTS, AttentionState, decayed, on_event
 from scheduler.campaign import Campaign, cron_trigger, matches
 from scheduler.catalog import CampaignCatalog
 from scheduler.config import Settings
@@ -71,7 +71,7 @@ class Journeys:
         for row in self.store.enrollments_of(connection, recipient_ids, active_or_in=triggered):
             enrollments.setdefault(row["recipient_id"], []).append(row)
         params = self.settings.attention
-        states = {rid: from_row(row) for rid, row in self.store.attention_of(connection, recipient_ids).items()}
+        states = self.store.attention_states(connection, recipient_ids)
         changed_states: set[str] = set()
         changed_enrollments: dict[int, Row] = {}
         new_enrollments: list[Row] = []
@@ -114,7 +114,7 @@ class Journeys:
         self._write_enrollments(connection, new_enrollments, changed_enrollments.values())
         self.store.hasten_pending(connection, to_hasten, now)
         self.store.write_consents(connection, consents)
-        self.store.write_attention(connection, [{"recipient_id": rid, **to_row(states[rid])} for rid in changed_states])
+        self.store.write_attention(connection, {rid: states[rid] for rid in changed_states})
 
     def _attribute(self, connection: sa.Connection, event: Row) -> None:
         """Link an event to the touch it answers when it names the provider's message id."""
@@ -149,10 +149,8 @@ class Journeys:
         params = self.settings.attention
         while True:
             with self.store.transaction() as connection:
-                rows = self.store.attention_due(connection, now, EVENT_CHUNK)
-                states = [
-                    {"recipient_id": rid, **to_row(decayed(from_row(row), now, params))} for rid, row in rows.items()
-                ]
+                due = self.store.attention_due(connection, now, EVENT_CHUNK)
+                states = {rid: decayed(state, now, params) for rid, state in due.items()}
                 self.store.write_attention(connection, states)
             total += len(states)
             if len(states) < EVENT_CHUNK:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.pool import StaticPool
 
+from scheduler.attention import AttentionState, from_row, to_row
 from scheduler.config import DatabaseSettings
 from scheduler.durations import format_duration
 from scheduler.errors import DatabaseUnavailable, SchemaOutOfDate, StoreError
@@ -84,6 +85,8 @@ _RECIPIENT_COLUMNS = (
 _RECIPIENT_TIMES = frozenset({"suppressed_at", "created_at", "updated_at"})
 _ATTENTION_TIMES = frozenset({"updated_at", "last_inbound_at", "request_resolved_at", "complained_at", "resolve_at"})
 _ATTENTION_JSON = frozenset({"engagement", "interests", "topic_last_sent", "recent_sends", "outcomes"})
+_STAGED_STATES = "tact.staged_attention"  # connection.info key: states written in the open transaction
+_PRIVATE_MEMORY_URLS = ("sqlite://", "sqlite:///:memory:")
 
 
 def normalise_url(url: str) -> str:
@@ -98,7 +101,7 @@ def create_db_engine(settings: DatabaseSettings) -> sa.Engine:
     """A SQLAlchemy engine tuned for Tact: WAL and BEGIN IMMEDIATE on SQLite, a pool on PG."""
     url = normalise_url(settings.url)
     if url.startswith("sqlite"):
-        memory = url in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in url
+        memory = url in _PRIVATE_MEMORY_URLS or "mode=memory" in url
         kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
         if memory:
             kwargs["poolclass"] = StaticPool
@@ -216,7 +219,7 @@ class BatchWrite:
     done: list[Row] = field(default_factory=list)
     rescheduled: list[Row] = field(default_factory=list)
     new_touchpoints: list[Row] = field(default_factory=list)
-    attention: list[Row] = field(default_factory=list)
+    attention: dict[str, AttentionState] = field(default_factory=dict)  # by recipient id
     enrollments_ended: list[Row] = field(default_factory=list)
     suppressed: list[tuple[str, datetime, str]] = field(default_factory=list)  # recipient, at, reason
 
@@ -241,7 +244,7 @@ class BatchContext:
 
     recipients: dict[str, Row]
     consents: dict[str, dict[str, str]]
-    attention: dict[str, Row]
+    attention: dict[str, AttentionState]
     enrollments: dict[int, Row]
 
 
@@ -253,6 +256,12 @@ class Store:
         self.engine = create_db_engine(settings)
         self.dialect = self.engine.dialect.name
         self._claim_statement: sa.Executable | None = None
+        # A private in-memory database (one connection, gone with this process) has no other
+        # writer, so the attention states this store wrote are kept decoded: no read of the
+        # attention table on the hot path. Every write still goes to the table.
+        self._states: dict[str, AttentionState] | None = (
+            {} if normalise_url(settings.url) in _PRIVATE_MEMORY_URLS else None
+        )
         dbapi = self.engine.dialect.loaded_dbapi
         self._unavailable_errors: tuple[type[Exception], ...] = (
             sa.exc.OperationalError, sa.exc.InterfaceError, dbapi.OperationalError, dbapi.InterfaceError,
@@ -294,8 +303,15 @@ class Store:
     def transaction(self) -> Iterator[sa.Connection]:
         """A write transaction (BEGIN IMMEDIATE on SQLite)."""
         try:
+            staged: dict[str, AttentionState] = {}
             with self.engine.begin() as connection:
-                yield connection
+                connection.info[_STAGED_STATES] = staged
+                try:
+                    yield connection
+                finally:
+                    connection.info.pop(_STAGED_STATES, None)
+            if staged and self._states is not None:  # committed: the kept states follow
+                self._states.update(staged)
         except self._unavailable_errors as exc:
             cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc  # statements sent straight to the driver
             if self.dialect == "sqlite" and "locked" in str(cause):
@@ -644,11 +660,17 @@ class Store:
 
     # -- attention -----------------------------------------------------------------------------
 
-    def attention_of(self, connection: sa.Connection, recipient_ids: Iterable[str]) -> dict[str, Row]:
-        """Attention rows keyed by recipient id (absent when never touched)."""
-        rows = self._select_in(connection, "attention", _ATTENTION_COLUMNS, "recipient_id", list(set(recipient_ids)),
+    def attention_states(self, connection: sa.Connection, recipient_ids: Iterable[str]) -> dict[str, AttentionState]:
+        """Attention states keyed by recipient id (absent when never touched)."""
+        ids = set(recipient_ids)
+        if self._states is not None:
+            staged = connection.info.get(_STAGED_STATES) or {}
+            kept = self._states
+            found = {rid: staged.get(rid) or kept.get(rid) for rid in ids}
+            return {rid: state for rid, state in found.items() if state is not None}
+        rows = self._select_in(connection, "attention", _ATTENTION_COLUMNS, "recipient_id", list(ids),
                                times=_ATTENTION_TIMES, json_columns=_ATTENTION_JSON)  # fmt: skip
-        return {row["recipient_id"]: row for row in rows}
+        return {row["recipient_id"]: from_row(row) for row in rows}
 
     def _select_in(
         self,
@@ -703,8 +725,8 @@ class Store:
             sends.append(AnsweredSend(recipient, channel, _utc(at), *numbers, float(engaged or 0.0), bool(rebuffed)))
         return sends
 
-    def attention_due(self, connection: sa.Connection, now: datetime, limit: int) -> dict[str, Row]:
-        """Attention rows with an outcome window closed by ``now``."""
+    def attention_due(self, connection: sa.Connection, now: datetime, limit: int) -> dict[str, AttentionState]:
+        """Attention states with an outcome window closed by ``now``."""
         ids = [
             row[0]
             for row in connection.execute(
@@ -714,12 +736,19 @@ class Store:
                 .limit(limit)
             )
         ]
-        return self.attention_of(connection, ids) if ids else {}
+        return self.attention_states(connection, ids) if ids else {}
 
-    def write_attention(self, connection: sa.Connection, rows: Sequence[Row]) -> None:
-        """Insert or replace attention rows."""
-        if not rows:
+    def write_attention(self, connection: sa.Connection, states: Mapping[str, AttentionState]) -> None:
+        """Insert or replace the attention states of these recipients."""
+        if not states:
             return
+        if self._states is not None:
+            staged = connection.info.get(_STAGED_STATES)
+            if staged is None:  # written outside ``transaction()``: its fate is unknown, read the table
+                self._states = None
+            else:
+                staged.update(states)
+        rows = [{"recipient_id": rid, **to_row(state)} for rid, state in states.items()]
         ts = self._timestamp
         updates = ", ".join(f"{c} = excluded.{c}" for c in _ATTENTION_COLUMNS[1:])
         sql = (
@@ -802,7 +831,7 @@ class Store:
             for row in self._select_in(connection, "consent", ("recipient_id", "channel", "status"),
                                        "recipient_id", list(recipient_ids)):  # fmt: skip
                 consents.setdefault(row["recipient_id"], {})[row["channel"]] = row["status"]
-            attention = self.attention_of(connection, recipient_ids)
+            attention = self.attention_states(connection, recipient_ids)
             enrollments = {
                 row["id"]: row
                 for row in self._select_in(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from scheduler.attention import decayed, from_row
+from scheduler.attention import decayed
 from scheduler.simulation.population import ValueTier
 from scheduler.simulation.world import Reaction, WorldSpec
 
@@ -287,11 +287,11 @@ class SimulationResult:
 
 def model_assets(engine: Engine, recipient_ids: Sequence[str], at: datetime) -> list[float]:
     """Each recipient's attention asset as the model holds it at ``at`` (its start value if the
-    model never touched them), read from the engine's ``attention`` table."""
+    model never touched them), as the engine's store holds it."""
     params = engine.settings.attention
     with engine.store.engine.connect() as connection:
-        rows = engine.store.attention_of(connection, recipient_ids)
-    return [decayed(from_row(rows[i]), at, params).asset if i in rows else params.asset_start for i in recipient_ids]
+        states = engine.store.attention_states(connection, recipient_ids)
+    return [decayed(states[i], at, params).asset if i in states else params.asset_start for i in recipient_ids]
 
 
 def decision_counts(engine: Engine) -> dict[str, int]:
