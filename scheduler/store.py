@@ -85,7 +85,6 @@ _RECIPIENT_COLUMNS = (
 _RECIPIENT_TIMES = frozenset({"suppressed_at", "created_at", "updated_at"})
 _ATTENTION_TIMES = frozenset({"updated_at", "last_inbound_at", "request_resolved_at", "complained_at", "resolve_at"})
 _ATTENTION_JSON = frozenset({"engagement", "interests", "topic_last_sent", "recent_sends", "outcomes"})
-_STAGED_STATES = "tact.staged_attention"  # connection.info key: states written in the open transaction
 _PRIVATE_MEMORY_URLS = ("sqlite://", "sqlite:///:memory:")
 
 
@@ -262,6 +261,8 @@ class Store:
         self._states: dict[str, AttentionState] | None = (
             {} if normalise_url(settings.url) in _PRIVATE_MEMORY_URLS else None
         )
+        # States written in each open ``transaction()``, by connection: kept only once it commits.
+        self._staged: dict[int, dict[str, AttentionState]] = {}
         dbapi = self.engine.dialect.loaded_dbapi
         self._unavailable_errors: tuple[type[Exception], ...] = (
             sa.exc.OperationalError, sa.exc.InterfaceError, dbapi.OperationalError, dbapi.InterfaceError,
@@ -302,14 +303,16 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
         """A write transaction (BEGIN IMMEDIATE on SQLite)."""
+        staged: dict[str, AttentionState] = {}
+        key = 0
         try:
-            staged: dict[str, AttentionState] = {}
             with self.engine.begin() as connection:
-                connection.info[_STAGED_STATES] = staged
-                try:
-                    yield connection
-                finally:
-                    connection.info.pop(_STAGED_STATES, None)
+                # Nothing here may touch the connection after a failure: a broken one raises
+                # a different error than the one that broke it.
+                key = id(connection)
+                if self._states is not None:
+                    self._staged[key] = staged
+                yield connection
             if staged and self._states is not None:  # committed: the kept states follow
                 self._states.update(staged)
         except self._unavailable_errors as exc:
@@ -323,6 +326,8 @@ class Store:
             if self.dialect == "sqlite":  # a file's errors (no table, disk full) do not pass by themselves
                 raise StoreError(f"database error: {cause}") from exc
             raise DatabaseUnavailable(f"database error: {cause}") from exc
+        finally:
+            self._staged.pop(key, None)
 
     def _insert(self, table: sa.Table) -> Any:
         if self.dialect == "postgresql":
@@ -664,7 +669,7 @@ class Store:
         """Attention states keyed by recipient id (absent when never touched)."""
         ids = set(recipient_ids)
         if self._states is not None:
-            staged = connection.info.get(_STAGED_STATES) or {}
+            staged = self._staged.get(id(connection)) or {}
             kept = self._states
             found = {rid: staged.get(rid) or kept.get(rid) for rid in ids}
             return {rid: state for rid, state in found.items() if state is not None}
@@ -743,7 +748,7 @@ class Store:
         if not states:
             return
         if self._states is not None:
-            staged = connection.info.get(_STAGED_STATES)
+            staged = self._staged.get(id(connection))
             if staged is None:  # written outside ``transaction()``: its fate is unknown, read the table
                 self._states = None
             else:

@@ -11,6 +11,7 @@ import pytest
 
 from scheduler.attention import AttentionState, Outcome, SendRecord
 from scheduler.config import DatabaseSettings
+from scheduler.errors import DatabaseUnavailable
 from scheduler.store import Store
 
 T0 = datetime(2026, 3, 2, 9, 15, 30, 123456, tzinfo=UTC)
@@ -105,3 +106,22 @@ def test_a_write_outside_the_stores_transactions_is_read_from_the_table(store: S
         store.write_attention(connection, {"r1": rich_state(0.05)})
         raise RuntimeError("rolled back")
     assert read(store, "r1") == {"r1": rich_state(0.3)}
+
+
+@pytest.mark.postgres
+def test_a_transaction_whose_backend_is_terminated_says_the_database_is_unavailable(postgres_url: str) -> None:
+    """The error that broke the connection is the one reported, not one from touching it after."""
+    store = Store(DatabaseSettings(url=postgres_url))
+    store.prepare()
+    store.upsert_recipients([{"id": "r1", "value": 1.0, "attributes": {}}], [])
+    try:
+        with pytest.raises(DatabaseUnavailable, match="terminat"), store.transaction() as connection:
+            store.write_attention(connection, {"r1": rich_state(0.61)})
+            pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            with store.engine.connect() as other:
+                other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+                other.commit()
+            connection.exec_driver_sql("SELECT 1")
+        assert stored_assets(store) == {}  # the pool reconnects; the write never committed
+    finally:
+        store.close()
