@@ -155,7 +155,7 @@ class AttentionSettings(_Section):
     interest_rate: float = Field(0.2, ge=0, le=1)
     kappa: float = Field(0.5, ge=0)
     channel_kappa: dict[str, NonNegativeFloat] = Field(default_factory=dict)
-    kappa_learning: Literal["off", "measure", "apply"] = "measure"
+    kappa_learning: Literal["off", "measure", "apply"] = "apply"
     kappa_bounds: tuple[NonNegativeFloat, NonNegativeFloat] = (0.1, 1.5)
     kappa_reference: float = Field(1.2, gt=0)
     kappa_prior_sd: float = Field(0.25, ge=0)
@@ -166,15 +166,15 @@ class AttentionSettings(_Section):
     learn_max_touches: int = Field(200_000, ge=1)
     novelty_drop: float = Field(0.5, ge=0, le=1)
     novelty_half_life: Duration = timedelta(days=7)
-    unsubscribe_base: dict[str, NonNegativeFloat] = Field(default_factory=lambda: {"email": 0.002, "sms": 0.005})
-    unsubscribe_learning: Literal["off", "measure", "apply"] = "measure"
+    unsubscribe_base: dict[str, NonNegativeFloat] = Field(default_factory=lambda: {"email": 0.001, "sms": 0.0025})
+    unsubscribe_learning: Literal["off", "measure", "apply"] = "apply"
     unsubscribe_prior_count: float = Field(20.0, ge=0)
     unsubscribe_ratio_bounds: tuple[NonNegativeFloat, NonNegativeFloat] = (0.1, 10.0)
     kappa_u: float = Field(0.3, ge=0)
-    unsubscribe_max: float = Field(0.2, ge=0, le=1)
+    unsubscribe_max: float = Field(0.1, ge=0, le=1)
     positive_outcome: float = Field(0.6, ge=0, le=1)
     lambda_asset: float = Field(0.25, ge=0)
-    unsubscribe_loss: float = Field(1.0, ge=0)
+    unsubscribe_loss: float = Field(1.5, ge=0)
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> AttentionSettings:
@@ -190,7 +190,7 @@ class AttentionSettings(_Section):
 
     def unsubscribe_base_for(self, channel: str) -> float:
         """The unsubscribe base rate of a channel (set or learned), else email's."""
-        return self.unsubscribe_base.get(channel, self.unsubscribe_base.get("email", 0.002))
+        return self.unsubscribe_base.get(channel, self.unsubscribe_base.get("email", 0.001))
 
 
 class AnalyticsSettings(_Section):

@@ -99,7 +99,7 @@ def test_a_restarted_engine_decides_with_the_learned_kappa(database_url: str, tm
 def test_measuring_keeps_the_configured_kappa_and_says_what_the_answers_suggest(
     database_url: str, tmp_path: Path
 ) -> None:
-    """``kappa_learning = "measure"`` (the default) fits and keeps the fit, but decides with the
+    """``kappa_learning = "measure"`` fits and keeps the fit, but decides with the
     configured κ; ``tact explain`` shows both."""
     engine = make_engine(database_url, tmp_path / "campaigns", kappa_learning="measure")
     try:

@@ -117,9 +117,12 @@ def test_value_run_reports_the_kappa_it_learned() -> None:
 
 
 def test_value_run_measuring_reports_the_fits_at_its_end() -> None:
-    """Measuring (the default mode) fits κ and the unsubscribe rate once, at the end of the run,
-    and reports them unapplied."""
-    learning = {"learn_min_touches": 50, "learn_min_answered": 5, "learn_window": "10d", "kappa_learning": "measure"}
+    """Measuring fits κ and the unsubscribe rate once, at the end of the run, and reports them
+    unapplied."""
+    learning = {
+        "learn_min_touches": 50, "learn_min_answered": 5, "learn_window": "10d",
+        "kappa_learning": "measure", "unsubscribe_learning": "measure",
+    }  # fmt: skip
     options = replace(OPTIONS, policies=("value",), value_overrides=learning)
     result = run_simulation(options)
     value = to_json(result)["policies"]["value"]

@@ -21,10 +21,11 @@ from scheduler.value import unsubscribe_p
 from tests.integration.learning_scenario import NOW, learning_engine
 
 SENDS = 20000
+BASE = {"email": 0.002, "sms": 0.005}  # the configured base rates, pinned so the figures below hold
 
 
 def make_engine(database_url: str, directory: Path, **attention: Any) -> Engine:
-    defaults = {"kappa_learning": "off", "unsubscribe_learning": "apply"}
+    defaults = {"kappa_learning": "off", "unsubscribe_learning": "apply", "unsubscribe_base": BASE}
     return learning_engine(database_url, directory, {**defaults, **attention})
 
 
@@ -33,7 +34,7 @@ def log_sends(engine: Engine, true_ratio: float, *, sends: int = SENDS, seed: in
     unsubscribe (or now and then a complaint) with ``true_ratio`` times the configured p_u;
     return the p_u they sum to."""
     rng = random.Random(seed)
-    params = AttentionSettings()
+    params = AttentionSettings(unsubscribe_base=BASE)
     rows, events, expected = [], [], 0.0
     for touchpoint in range(1, sends + 1):
         fatigue, asset, relevance = rng.uniform(0.0, 6.0), rng.uniform(0.1, 0.9), rng.uniform(0.0, 1.0)
@@ -110,7 +111,7 @@ def test_an_audience_that_unsubscribes_more_raises_it_and_a_restart_keeps_it(dat
 def test_measuring_keeps_the_configured_base_and_says_what_the_answers_suggest(
     database_url: str, tmp_path: Path
 ) -> None:
-    """``unsubscribe_learning = "measure"`` (the default) keeps the fit but decides with the
+    """``unsubscribe_learning = "measure"`` keeps the fit but decides with the
     configured base rate; ``tact explain`` shows both."""
     engine = make_engine(database_url, tmp_path / "campaigns", unsubscribe_learning="measure")
     try:
