@@ -118,6 +118,9 @@ class CapsSettings(_Section):
     per_channel: dict[str, int] = Field(default_factory=lambda: {"email": 3, "sms": 2})
 
 
+_UNSUBSCRIBE_BASE = {"email": 0.001, "sms": 0.0025}  # p_u base rates per channel, before learning
+
+
 class AttentionSettings(_Section):
     """Constants of the attention asset model (docs/attention-model.md)."""
 
@@ -166,7 +169,7 @@ class AttentionSettings(_Section):
     learn_max_touches: int = Field(200_000, ge=1)
     novelty_drop: float = Field(0.5, ge=0, le=1)
     novelty_half_life: Duration = timedelta(days=7)
-    unsubscribe_base: dict[str, NonNegativeFloat] = Field(default_factory=lambda: {"email": 0.001, "sms": 0.0025})
+    unsubscribe_base: dict[str, NonNegativeFloat] = Field(default_factory=lambda: dict(_UNSUBSCRIBE_BASE))
     unsubscribe_learning: Literal["off", "measure", "apply"] = "apply"
     unsubscribe_prior_count: float = Field(20.0, ge=0)
     unsubscribe_ratio_bounds: tuple[NonNegativeFloat, NonNegativeFloat] = (0.1, 10.0)
@@ -190,7 +193,7 @@ class AttentionSettings(_Section):
 
     def unsubscribe_base_for(self, channel: str) -> float:
         """The unsubscribe base rate of a channel (set or learned), else email's."""
-        return self.unsubscribe_base.get(channel, self.unsubscribe_base.get("email", 0.001))
+        return self.unsubscribe_base.get(channel, self.unsubscribe_base.get("email", _UNSUBSCRIBE_BASE["email"]))
 
 
 class AnalyticsSettings(_Section):
